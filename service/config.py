@@ -1,0 +1,92 @@
+"""Service settings: one pydantic-settings model, read from `CLIPSERVE_*` env vars and CLI flags.
+
+Every field is also a `clipserve serve --flag` (generated in `service.cli`), so the two never
+drift apart. Field descriptions double as the README's configuration table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLIPSERVE_", extra="ignore")
+
+    # --- server
+    host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 in containers)")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    # --- models
+    models_dir: Path = Field(BUNDLED_MODELS_DIR, description="model repository to serve")
+    models: CommaList = Field(
+        default_factory=list, description="model names to load (comma-separated; default: all)"
+    )
+    default_model: str | None = Field(
+        None, description="model used when a request names none (default: the only/first one)"
+    )
+
+    # --- runtime
+    runtime: Literal["onnxruntime", "triton"] = Field(
+        "onnxruntime", description="in-process onnxruntime or a remote Triton server"
+    )
+    providers: CommaList = Field(
+        default_factory=lambda: ["CPUExecutionProvider"],
+        description="onnxruntime execution providers in order of preference, e.g. "
+        "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider",
+    )
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0: auto)")
+    inter_op_threads: int = Field(1, ge=0, description="onnxruntime inter-op threads")
+    trt_cache_dir: Path | None = Field(
+        None, description="TensorRT engine and timing cache directory (default: <model>/.trt)"
+    )
+    trt_fp16: bool = Field(True, description="let TensorRT build fp16 engines")
+    warmup: bool = Field(True, description="run one batch per tower at start-up")
+
+    # --- batching
+    max_batch_size: int = Field(64, ge=1, description="largest batch sent to a tower")
+    max_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits to fill up")
+    max_queue_items: int = Field(2048, ge=1, description="items queued per tower before 429")
+    batch_workers: int = Field(1, ge=1, description="concurrent batches per tower")
+    request_timeout_s: float = Field(30.0, gt=0, description="per-request deadline")
+
+    # --- input limits
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1, description="request body size limit")
+    max_items: int = Field(1024, ge=1, description="inputs per request")
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="encoded bytes per image")
+    max_image_pixels: int = Field(50_000_000, ge=1, description="pixels per image (bombs)")
+    max_text_chars: int = Field(10_000, ge=1, description="characters per text")
+    decode_threads: int = Field(0, ge=0, description="image decode threads (0: CPU count)")
+
+    # --- image URLs
+    allow_image_urls: bool = Field(False, description="fetch http(s) image URLs")
+    url_timeout_s: float = Field(5.0, gt=0, description="total time to fetch one image URL")
+    url_max_redirects: int = Field(3, ge=0, description="redirects followed per image URL")
+    url_allowlist: CommaList = Field(
+        default_factory=list, description="if set, only these hosts (or *.domain) are fetched"
+    )
+
+    # --- store
+    data_dir: Path = Field(Path("data"), description="embedded Qdrant store directory")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL (replaces embedded)")
+    qdrant_api_key: str | None = Field(None, description="Qdrant API key")
+
+    # --- triton
+    triton_url: str = Field("localhost:8001", description="Triton server address")
+    triton_protocol: Literal["grpc", "http"] = Field("grpc", description="Triton protocol")
+
+    @field_validator("models", "providers", "url_allowlist", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value

@@ -1,0 +1,186 @@
+"""Image bytes -> model pixels, exactly as the manifest's preprocessing says.
+
+Two steps so the GPU path can stop half way: `prepare` decodes, orients, converts colour, resizes
+and crops to a uint8 HWC array; `normalize` turns that into the float32 CHW tensor the tower takes.
+Limits are checked on the header before any pixel is decoded (decompression bombs).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from service.manifest import ImagePreprocess
+
+# We check pixel counts ourselves (with a clear error) before decoding; PIL's global guard is
+# replaced by that check so its warning / exception never escapes as a 500.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+# JPEG draft decoding keeps at least this many source pixels per output pixel, so the final
+# resample sees enough detail to stay within rounding of a full decode.
+_DRAFT_OVERSAMPLE = 2
+
+
+class ImageError(ValueError):
+    """A client's image cannot be used; `code` is the machine-readable error code."""
+
+    def __init__(self, code: str, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+
+
+def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Identify the image from its header and refuse what is too big before decoding it."""
+    if not data:
+        raise ImageError("empty_image", "image is empty")
+    if len(data) > limits.max_bytes:
+        raise ImageError(
+            "image_too_large", f"image has {len(data)} bytes, limit {limits.max_bytes}", 413
+        )
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise ImageError("invalid_image", "not a recognised image format") from exc
+    except Exception as exc:  # PIL raises many types for broken headers
+        raise ImageError("invalid_image", f"cannot read image header: {exc}") from exc
+    if img.format not in ALLOWED_FORMATS:
+        raise ImageError("unsupported_image_format", f"image format {img.format} not supported")
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise ImageError("invalid_image", "image has no pixels")
+    if width * height > limits.max_pixels:
+        raise ImageError(
+            "image_too_many_pixels",
+            f"image is {width}x{height} = {width * height} pixels, limit {limits.max_pixels}",
+            413,
+        )
+    return img
+
+
+def _draft(img: Image.Image, spec: ImagePreprocess) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the result is still well above target."""
+    if img.format not in ("JPEG", "MPO"):
+        return
+    width, height = img.size
+    target = spec.resize_size or spec.size
+    if spec.resize == "shortest":
+        factor = _DRAFT_OVERSAMPLE * target / min(width, height)
+        request = (math.ceil(width * factor), math.ceil(height * factor))
+    else:
+        request = (_DRAFT_OVERSAMPLE * spec.size, _DRAFT_OVERSAMPLE * spec.size)
+    if request[0] < width and request[1] < height:
+        img.draft("RGB", request)
+
+
+def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """Convert any mode to 8-bit RGB; transparency is composited, high bit depths are scaled."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr8 = np.clip(np.rint(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, "L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode in ("LA", "PA", "La", "RGBa"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        base = Image.new("RGB", img.size, background)
+        base.paste(img, mask=img.getchannel("A"))
+        return base
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def _resize_crop(img: Image.Image, spec: ImagePreprocess) -> Image.Image:
+    resample = _RESAMPLE[spec.interpolation]
+    size = spec.size
+    if spec.resize == "squash":
+        if img.size != (size, size):
+            img = img.resize((size, size), resample)
+        return img
+    target = spec.resize_size or size
+    width, height = img.size
+    if width <= height:
+        new = (target, int(target * height / width))
+    else:
+        new = (int(target * width / height), target)
+    if new != img.size:
+        img = img.resize(new, resample)
+    if spec.crop == "none":
+        return img
+    width, height = img.size
+    if width < size or height < size:  # crop larger than image: pad like torchvision does
+        canvas = Image.new("RGB", (max(width, size), max(height, size)), (0, 0, 0))
+        canvas.paste(img, ((canvas.width - width) // 2, (canvas.height - height) // 2))
+        img = canvas
+        width, height = img.size
+    if spec.crop_offset == "round":
+        left, top = round((width - size) / 2.0), round((height - size) / 2.0)
+    else:
+        left, top = (width - size) // 2, (height - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def prepare(img: Image.Image, spec: ImagePreprocess) -> np.ndarray:
+    """Decode, orient, convert and resize/crop: uint8 array of shape (size, size, 3)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img.seek(0)  # first frame of animations
+            _draft(img, spec)
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            rgb = _to_rgb(img, (spec.background[0], spec.background[1], spec.background[2]))
+            out = _resize_crop(rgb, spec)
+    except ImageError:
+        raise
+    except Exception as exc:  # truncated data, corrupt streams, libjpeg/zlib errors
+        raise ImageError("invalid_image", f"cannot decode image: {exc}") from exc
+    return np.asarray(out, dtype=np.uint8)
+
+
+class Normalizer:
+    """uint8 HWC -> float32 CHW with (x/255 - mean) / std folded into one multiply-add."""
+
+    def __init__(self, spec: ImagePreprocess) -> None:
+        std = np.asarray(spec.std, dtype=np.float32)
+        self._scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self._shift = (-np.asarray(spec.mean, dtype=np.float32) / std).astype(np.float32)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        out = pixels.astype(np.float32) * self._scale + self._shift
+        return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+class ImagePreprocessor:
+    """The whole pipeline for one encoded image: bytes -> float32 (3, size, size)."""
+
+    def __init__(self, spec: ImagePreprocess, limits: ImageLimits) -> None:
+        self.spec = spec
+        self.limits = limits
+        self.normalize = Normalizer(spec)
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        return self.normalize(prepare(open_image(data, self.limits), self.spec))

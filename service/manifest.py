@@ -1,0 +1,151 @@
+"""The model manifest (`clipserve.json`): what a model *is*, independent of how it is served.
+
+Written by the exporter, read by the runner, the preprocessors and the zero-shot scorer. It is a
+file on disk, so it is validated with pydantic like any other input at the edge.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MANIFEST_FILE = "clipserve.json"
+FORMAT_VERSION = 1
+
+Tower = Literal["image", "text"]
+TOWERS: tuple[Tower, ...] = ("image", "text")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TensorSpec(_Strict):
+    """One ONNX input or output; -1 marks a dynamic axis (always the batch axis first)."""
+
+    name: str
+    dtype: Literal["float32", "float16", "int64", "int32", "uint8"]
+    shape: list[int]
+
+
+class TowerSpec(_Strict):
+    """One encoder in Triton layout: `<path>/1/model.onnx` beside `<path>/config.pbtxt`."""
+
+    path: str
+    inputs: list[TensorSpec]
+    output: TensorSpec
+    precision: Literal["fp32", "fp16"] = "fp32"
+    # True when the ONNX output is already L2-normalised; the runner normalises either way.
+    normalized: bool = False
+
+    def onnx_file(self, model_dir: Path) -> Path:
+        return model_dir / self.path / "1" / "model.onnx"
+
+    def config_file(self, model_dir: Path) -> Path:
+        return model_dir / self.path / "config.pbtxt"
+
+
+class ImagePreprocess(_Strict):
+    """Exactly the source model's image pipeline, so our pixels match its processor's."""
+
+    size: int = Field(gt=0, description="final square side fed to the model")
+    resize: Literal["shortest", "squash"] = "shortest"
+    # target of the shortest side before the centre crop ("shortest" mode); defaults to `size`
+    resize_size: int | None = None
+    interpolation: Literal["bicubic", "bilinear", "nearest", "lanczos"] = "bicubic"
+    crop: Literal["center", "none"] = "center"
+    # torchvision rounds the centre-crop offset, Hugging Face floors it; odd margins differ by 1 px
+    crop_offset: Literal["round", "floor"] = "round"
+    mean: list[float] = Field(min_length=3, max_length=3)
+    std: list[float] = Field(min_length=3, max_length=3)
+    # colour the alpha channel is composited onto
+    background: list[int] = Field(default=[255, 255, 255], min_length=3, max_length=3)
+
+
+class TextPreprocess(_Strict):
+    tokenizer: str = "tokenizer.json"
+    kind: Literal["bpe", "sentencepiece", "wordpiece", "wordlevel"] = "bpe"
+    context_length: int = Field(gt=1)
+    pad_id: int = 0
+    eot_id: int | None = Field(default=None, description="kept as the last token on truncation")
+    lowercase: bool = True
+    # "clip": ftfy-style fixes, HTML unescape and whitespace collapse as open_clip does
+    clean: Literal["clip", "whitespace", "none"] = "whitespace"
+    # Always pad to context_length (OpenCLIP's text tower wants exactly that many tokens).
+    pad_to_context: bool = True
+
+
+class Scores(_Strict):
+    """How zero-shot scores are made: CLIP softmax(scale*cos); SigLIP sigmoid(scale*cos+bias)."""
+
+    logit_scale: float
+    logit_bias: float | None = None
+
+
+class Manifest(_Strict):
+    format_version: int = FORMAT_VERSION
+    name: str
+    family: Literal["clip", "siglip"]
+    embedding_dim: int = Field(gt=0)
+    towers: dict[Tower, TowerSpec]
+    image: ImagePreprocess | None = None
+    text: TextPreprocess | None = None
+    scores: Scores
+    source: dict[str, Any] = Field(default_factory=dict)
+    export: dict[str, Any] = Field(default_factory=dict)
+    parity: dict[str, Any] = Field(default_factory=dict)
+    card: dict[str, Any] = Field(default_factory=dict)
+
+    def write(self, model_dir: Path) -> Path:
+        path = model_dir / MANIFEST_FILE
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        return path
+
+
+class ModelFolderError(Exception):
+    """A model folder that cannot be served; the message names the file and the problem."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def load_manifest(model_dir: Path) -> Manifest:
+    """Read and check a model folder without loading any weights: fail early, name the file."""
+    path = model_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise ModelFolderError(path, "missing manifest")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFolderError(path, f"not valid JSON ({exc})") from exc
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ModelFolderError(path, f"invalid manifest: {problems}") from exc
+    if manifest.format_version != FORMAT_VERSION:
+        raise ModelFolderError(path, f"unsupported format_version {manifest.format_version}")
+    if not manifest.towers:
+        raise ModelFolderError(path, "manifest lists no towers")
+    for tower, spec in manifest.towers.items():
+        onnx = spec.onnx_file(model_dir)
+        if not onnx.is_file():
+            raise ModelFolderError(onnx, f"missing ONNX file of the {tower} tower")
+        if onnx.stat().st_size == 0:
+            raise ModelFolderError(onnx, "empty ONNX file")
+    if "image" in manifest.towers and manifest.image is None:
+        raise ModelFolderError(path, "an image tower needs an 'image' preprocessing section")
+    if "text" in manifest.towers:
+        if manifest.text is None:
+            raise ModelFolderError(path, "a text tower needs a 'text' preprocessing section")
+        tok = model_dir / manifest.text.tokenizer
+        if not tok.is_file():
+            raise ModelFolderError(tok, "missing tokenizer file")
+    return manifest
