@@ -1,0 +1,1 @@
+"""The HTTP layer: FastAPI app, routers, request/response schemas and the error shape."""

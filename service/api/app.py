@@ -1,0 +1,84 @@
+"""The FastAPI application: routers, error handlers, middleware and the process lifespan."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from service.api.deps import AppState
+from service.api.errors import install_error_handlers
+from service.api.middleware import BodyLimit, RequestMetrics
+from service.api.routes import embeddings, health, models
+from service.batcher import BatchPolicy
+from service.config import Settings
+from service.embedder import Embedder
+from service.inputs import ImageSourcePolicy
+from service.registry import Registry
+from service.urlfetch import UrlPolicy
+
+log = logging.getLogger(__name__)
+
+
+def _decode_threads(settings: Settings) -> int:
+    return settings.decode_threads or os.cpu_count() or 1
+
+
+def create_app(settings: Settings, registry: Registry) -> FastAPI:
+    """The app over an already loaded registry (the CLI loads it first so that a broken model
+    folder stops start-up with a clear message instead of a traceback)."""
+    policy = BatchPolicy(
+        max_batch_size=settings.max_batch_size,
+        max_wait_s=settings.max_wait_ms / 1000.0,
+        max_queue_items=settings.max_queue_items,
+        workers=settings.batch_workers,
+    )
+    image_sources = ImageSourcePolicy(
+        max_bytes=settings.max_image_bytes,
+        allow_urls=settings.allow_image_urls,
+        url=UrlPolicy(
+            timeout_s=settings.url_timeout_s,
+            max_bytes=settings.max_image_bytes,
+            max_redirects=settings.url_max_redirects,
+            allowlist=tuple(settings.url_allowlist),
+        ),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        embedder = Embedder(
+            registry,
+            policy,
+            _decode_threads(settings),
+            max_pending_decodes=settings.max_queue_items,
+            deadline_s=settings.request_timeout_s,
+        )
+        async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as http:
+            state = AppState(settings, registry, embedder, image_sources, http)
+            app.state.clipserve = state
+            embedder.start()
+            state.ready = True
+            log.info("clipserve ready: models %s", ", ".join(registry.models))
+            try:
+                yield
+            finally:
+                state.ready = False
+                await embedder.stop()
+
+    app = FastAPI(
+        title="clipserve",
+        version="0.1.0",
+        summary="Embeddings, zero-shot classification and retrieval for CLIP-family models",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(embeddings.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)
+    return app

@@ -1,0 +1,33 @@
+"""Request-scoped dependencies: the process state, the model a request names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Request
+
+from service.config import Settings
+from service.embedder import Embedder
+from service.inputs import ImageSourcePolicy
+from service.registry import Registry
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    registry: Registry
+    embedder: Embedder
+    image_sources: ImageSourcePolicy
+    http: httpx.AsyncClient
+    ready: bool = False
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.clipserve
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]

@@ -1,0 +1,165 @@
+"""One JSON error shape for every failure: `{"error": {"type", "code", "message", ...}}`.
+
+The shape is OpenAI's, so the `openai` client raises its usual exceptions with our message.
+Per-item problems in a batch are listed under `items` with their index.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from service.api.responses import FastJSON
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import metrics
+from service.batcher import QueueFull
+from service.embedder import DeadlineExceeded, UnsupportedModality
+from service.imaging import ImageError
+from service.registry import UnknownModel
+from service.runners.base import RunnerError
+
+log = logging.getLogger(__name__)
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable_error",
+    504: "timeout_error",
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        items: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.param, self.items, self.headers = param, items, headers
+
+
+class ItemErrors(ApiError):
+    """Some items of a batch are bad: one response naming each by index."""
+
+    def __init__(self, errors: list[tuple[int, ImageError | ApiError]], param: str) -> None:
+        items = [
+            {"index": i, "code": e.code, "message": str(e) if isinstance(e, ImageError) else e.message}
+            for i, e in errors
+        ]
+        status = max(e.status for _, e in errors)
+        first = items[0]
+        super().__init__(
+            status,
+            str(first["code"]),
+            f"{len(items)} of the inputs failed; first: {param}[{first['index']}]: {first['message']}",
+            param=param,
+            items=items,
+        )
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    param: str | None = None,
+    items: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> FastJSON:
+    body: dict[str, Any] = {
+        "type": _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+        "code": code,
+        "message": message,
+        "param": param,
+    }
+    if items is not None:
+        body["items"] = items
+    metrics.ERRORS.labels(code=code).inc()
+    return FastJSON({"error": body}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request", None
+    err = errors[0]
+    loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+    where = ".".join(loc) or None
+    msg = err.get("msg", "invalid value")
+    extra = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return (f"{where}: {msg}{extra}" if where else f"{msg}{extra}"), where
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> FastJSON:
+        return error_response(
+            exc.status,
+            exc.code,
+            exc.message,
+            param=exc.param,
+            items=exc.items,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> FastJSON:
+        message, where = _validation_message(exc)
+        return error_response(422, "invalid_request", message, param=where)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> FastJSON:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(ImageError)
+    async def _image(_: Request, exc: ImageError) -> FastJSON:
+        return error_response(exc.status, exc.code, str(exc))
+
+    @app.exception_handler(UnknownModel)
+    async def _unknown_model(_: Request, exc: UnknownModel) -> FastJSON:
+        return error_response(404, "model_not_found", str(exc.args[0]), param="model")
+
+    @app.exception_handler(UnsupportedModality)
+    async def _modality(_: Request, exc: UnsupportedModality) -> FastJSON:
+        return error_response(400, "unsupported_modality", str(exc), param="modality")
+
+    @app.exception_handler(DeadlineExceeded)
+    async def _deadline(_: Request, exc: DeadlineExceeded) -> FastJSON:
+        return error_response(503, "deadline_exceeded", str(exc), headers={"Retry-After": "1"})
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(_: Request, exc: QueueFull) -> FastJSON:
+        return error_response(
+            429,
+            "queue_full",
+            "the server is at capacity; retry later",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
+
+    @app.exception_handler(RunnerError)
+    async def _runner(_: Request, exc: RunnerError) -> FastJSON:
+        log.error("inference backend failed: %s", exc)
+        return error_response(503, "backend_unavailable", f"inference backend unavailable: {exc}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> FastJSON:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal server error")

@@ -1,0 +1,1 @@
+"""One router per resource, included by `service.api.app`."""

@@ -1,0 +1,165 @@
+"""`POST /v1/embeddings` (OpenAI-compatible, texts and images) and `POST /v1/embed/images`."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, File, Form, UploadFile
+
+from service.api.deps import AppState, State
+from service.api.errors import ApiError, ItemErrors
+from service.api.responses import FastJSON
+from service.api.schemas import EmbeddingsRequest, EmbeddingsResponse, ErrorResponse, ImageItem
+from service.embedder import ImageBatchError
+from service.imaging import ImageError
+from service.inputs import image_bytes
+from service.registry import LoadedModel
+
+router = APIRouter(prefix="/v1", tags=["embeddings"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 429, 503)
+}
+
+
+def check_items(state: AppState, count: int, param: str = "input") -> None:
+    if count == 0:
+        raise ApiError(400, "empty_input", f"{param} is empty", param=param)
+    if count > state.settings.max_items:
+        raise ApiError(
+            413,
+            "too_many_items",
+            f"{count} inputs, limit {state.settings.max_items} per request",
+            param=param,
+        )
+
+
+def check_texts(state: AppState, texts: list[str], param: str = "input") -> None:
+    limit = state.settings.max_text_chars
+    bad: list[tuple[int, ImageError | ApiError]] = [
+        (i, ApiError(413, "text_too_long", f"text has {len(t)} characters, limit {limit}"))
+        for i, t in enumerate(texts)
+        if len(t) > limit
+    ]
+    if bad:
+        raise ItemErrors(bad, param)
+
+
+async def embed_image_strings(
+    state: AppState, model: LoadedModel, values: list[str], param: str = "input"
+) -> np.ndarray:
+    """Resolve (data URI / base64 / URL) and embed images; per-item errors by index."""
+    blobs: list[bytes] = []
+    bad: list[tuple[int, ImageError | ApiError]] = []
+    for i, value in enumerate(values):
+        try:
+            blobs.append(await image_bytes(value, state.image_sources, state.http))
+        except ImageError as exc:
+            bad.append((i, exc))
+    if bad:
+        raise ItemErrors(bad, param)
+    return await embed_image_blobs(state, model, blobs, param)
+
+
+async def embed_image_blobs(
+    state: AppState, model: LoadedModel, blobs: list[bytes], param: str
+) -> np.ndarray:
+    try:
+        return await state.embedder.embed_images(model, blobs)
+    except ImageBatchError as exc:
+        raise ItemErrors(list(exc.errors), param) from None
+
+
+def _encode(vectors: np.ndarray, encoding_format: str) -> list[Any]:
+    if encoding_format == "base64":
+        le = vectors.astype("<f4", copy=False)
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in le]
+    return list(vectors)
+
+
+def embeddings_body(
+    model: LoadedModel,
+    vectors: np.ndarray,
+    tokens: int,
+    encoding_format: str,
+    filenames: list[str] | None = None,
+) -> dict[str, Any]:
+    data = []
+    for i, emb in enumerate(_encode(vectors, encoding_format)):
+        item: dict[str, Any] = {"object": "embedding", "index": i, "embedding": emb}
+        if filenames is not None:
+            item["filename"] = filenames[i]
+        data.append(item)
+    return {
+        "object": "list",
+        "data": data,
+        "model": model.name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+@router.post("/embeddings", response_model=EmbeddingsResponse, responses=_ERRORS)
+async def create_embeddings(body: EmbeddingsRequest, state: State) -> FastJSON:
+    model = state.registry.get(body.model)
+    if body.dimensions is not None and body.dimensions != model.dim:
+        raise ApiError(
+            400,
+            "unsupported_dimensions",
+            f"model {model.name!r} embeds in {model.dim} dimensions; CLIP embeddings cannot be "
+            "shortened",
+            param="dimensions",
+        )
+    items = [body.input] if isinstance(body.input, str) else body.input
+    check_items(state, len(items))
+    texts: list[tuple[int, str]] = []
+    images: list[tuple[int, str]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            (images if body.modality == "image" else texts).append((i, item))
+        elif isinstance(item, ImageItem):
+            images.append((i, item.image))
+        else:
+            texts.append((i, item.text))
+    vectors = np.empty((len(items), model.dim), dtype=np.float32)
+    tokens = 0
+    if texts:
+        check_texts(state, [t for _, t in texts])
+        result = await state.embedder.embed_texts(model, [t for _, t in texts])
+        vectors[[i for i, _ in texts]] = result.vectors
+        tokens = result.tokens
+    if images:
+        try:
+            img_vectors = await embed_image_strings(state, model, [v for _, v in images])
+        except ItemErrors as exc:  # report the indices of the whole request
+            for entry in exc.items or []:
+                entry["index"] = images[int(entry["index"])][0]
+            raise
+        vectors[[i for i, _ in images]] = img_vectors
+    return FastJSON(embeddings_body(model, vectors, tokens, body.encoding_format))
+
+
+@router.post("/embed/images", response_model=EmbeddingsResponse, responses=_ERRORS)
+async def embed_image_files(
+    state: State,
+    files: Annotated[list[UploadFile], File(description="one or many image files")],
+    model: Annotated[str | None, Form()] = None,
+    encoding_format: Annotated[str, Form(pattern="^(float|base64)$")] = "float",
+) -> FastJSON:
+    loaded = state.registry.get(model)
+    check_items(state, len(files), "files")
+    blobs: list[bytes] = []
+    bad: list[tuple[int, ImageError | ApiError]] = []
+    for i, upload in enumerate(files):
+        data = await upload.read(state.settings.max_image_bytes + 1)
+        if len(data) > state.settings.max_image_bytes:
+            bad.append(
+                (i, ImageError("image_too_large", f"file {upload.filename!r} is too large", 413))
+            )
+        blobs.append(data)
+    if bad:
+        raise ItemErrors(bad, "files")
+    vectors = await embed_image_blobs(state, loaded, blobs, "files")
+    names = [f.filename or f"file{i}" for i, f in enumerate(files)]
+    return FastJSON(embeddings_body(loaded, vectors, 0, encoding_format, names))

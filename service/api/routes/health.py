@@ -1,0 +1,35 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.api.deps import State
+from service.api.responses import FastJSON
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive and its event loop answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: State) -> Response:
+    """Models are loaded and warmed up, and every dependency (store, Triton) is reachable."""
+    checks: dict[str, bool] = {"models": state.ready}
+    for name, check in state.extras.get("readiness", {}).items():  # type: ignore[union-attr]
+        checks[name] = bool(await check())
+    ok = all(checks.values())
+    return FastJSON(
+        {"status": "ready" if ok else "not_ready", "checks": checks},
+        status_code=200 if ok else 503,
+    )
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

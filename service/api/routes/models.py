@@ -1,0 +1,36 @@
+"""`GET /v1/models`: what is loaded, in OpenAI's list shape plus what a CLIP client needs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api.deps import State
+from service.api.schemas import ModelCard, ModelList
+from service.registry import LoadedModel
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+def model_card(model: LoadedModel) -> ModelCard:
+    m = model.manifest
+    return ModelCard(
+        id=model.name,
+        dimension=m.embedding_dim,
+        family=m.family,
+        modalities=sorted(model.runners),
+        runtime=next(iter(model.runners.values())).runtime,
+        providers={tower: r.provider for tower, r in model.runners.items()},
+        precision={tower: spec.precision for tower, spec in m.towers.items()},
+        context_length=m.text.context_length if m.text else None,
+        image_size=m.image.size if m.image else None,
+    )
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(state: State) -> ModelList:
+    return ModelList(data=[model_card(m) for m in state.registry.models.values()])
+
+
+@router.get("/models/{model_id}", response_model=ModelCard)
+async def get_model(model_id: str, state: State) -> ModelCard:
+    return model_card(state.registry.get(model_id))

@@ -1,0 +1,99 @@
+"""Request and response models of the HTTP API (the OpenAPI schema is generated from these)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextItem(_Request):
+    text: str
+
+
+class ImageItem(_Request):
+    image: str = Field(description="data: URI, plain base64, or http(s) URL when enabled")
+
+
+class EmbeddingsRequest(_Request):
+    model: str | None = Field(None, description="model id; optional when one model is loaded")
+    input: str | list[str | TextItem | ImageItem] = Field(
+        description="a text, a list of texts (or images with modality=image), or typed items"
+    )
+    modality: Literal["text", "image"] = Field(
+        "text", description="how plain strings in `input` are read"
+    )
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, gt=0, description="must equal the model's dimension")
+    user: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_token_arrays(cls, data: Any) -> Any:
+        value = data.get("input") if isinstance(data, dict) else None
+        if isinstance(value, list) and value and isinstance(value[0], int | list):
+            raise ValueError("token id arrays are not supported: send strings or typed items")
+        return data
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+    filename: str | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "clipserve"
+    dimension: int
+    family: str
+    modalities: list[str]
+    runtime: str
+    providers: dict[str, str]
+    precision: dict[str, str]
+    context_length: int | None = None
+    image_size: int | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorItem(BaseModel):
+    index: int
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    type: str
+    code: str
+    message: str
+    param: str | None = None
+    items: list[ErrorItem] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

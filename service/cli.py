@@ -1,0 +1,141 @@
+"""`clipserve` command line: serve | export | eval | index | bench.
+
+`serve` flags are generated from `Settings`, so every `CLIPSERVE_*` variable has its flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import types
+import typing
+from collections.abc import Callable
+
+from service.config import Settings
+
+
+def _flag_type(annotation: object) -> tuple[Callable[[str], object] | None, bool]:
+    """(argparse type, is_bool) for a Settings field annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        return None, True
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_type(args[0])
+    if annotation in (int, float):
+        return annotation, False  # type: ignore[return-value]
+    return str, False
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kind, is_bool = _flag_type(field.annotation)
+        help_text = f"{field.description} [env CLIPSERVE_{name.upper()}]"
+        if is_bool:
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                flag,
+                dest=name,
+                type=kind,
+                metavar=name.upper(),
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    return Settings(**given)
+
+
+def _fail(message: str) -> typing.NoReturn:
+    print(f"clipserve: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from service.api.app import create_app
+    from service.imaging import ImageLimits
+    from service.manifest import ModelFolderError
+    from service.registry import load_registry
+    from service.runners.base import RunnerError
+    from service.runners.factory import runner_factory
+    from service.runners.onnx import ProviderUnavailable
+
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        _fail(str(exc))
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        registry = load_registry(
+            settings.models_dir,
+            settings.models,
+            settings.default_model,
+            runner_factory(settings),
+            ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+            warm_up=settings.warmup,
+        )
+    except (ModelFolderError, ProviderUnavailable, RunnerError) as exc:
+        _fail(str(exc))
+    app = create_app(settings, registry)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.request_timeout_s),
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    try:
+        from service.export import ExportError, export_model
+    except ImportError as exc:
+        _fail(f"export needs the export extra: pip install 'clipserve[export]' ({exc})")
+    try:
+        export_model(args.source, Path(args.out), fp16=args.fp16, force=args.force)
+    except ExportError as exc:
+        _fail(str(exc))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clipserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the HTTP API")
+    add_settings_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    export = sub.add_parser("export", help="export a checkpoint into the model repository")
+    export.add_argument("--source", required=True, help="hf:<id|dir> or open_clip:<model>[:<tag|path>]")
+    export.add_argument("--out", required=True, help="<models dir>/<name>")
+    export.add_argument("--fp16", action="store_true", help="half-precision towers")
+    export.add_argument("--force", action="store_true", help="write even if parity fails")
+    export.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

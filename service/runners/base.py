@@ -1,0 +1,46 @@
+"""What every runner backend (in-process onnxruntime, remote Triton) offers the batcher."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from service.manifest import TowerSpec
+
+_NUMPY_DTYPES = {
+    "float32": np.float32,
+    "float16": np.float16,
+    "int64": np.int64,
+    "int32": np.int32,
+    "uint8": np.uint8,
+}
+
+
+class RunnerError(RuntimeError):
+    """Inference could not run (backend down, model not loaded); the API answers 503."""
+
+
+class TowerRunner(Protocol):
+    runtime: str
+    provider: str
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Embeddings (n, dim), float32, unit L2 norm."""
+        ...
+
+
+def select_feeds(spec: TowerSpec, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The tower's declared inputs, cast to their declared dtypes (ids may be int32 or int64)."""
+    feeds = {}
+    for inp in spec.inputs:
+        if inp.name not in arrays:
+            raise RunnerError(f"no value for model input {inp.name!r}")
+        feeds[inp.name] = np.ascontiguousarray(arrays[inp.name], dtype=_NUMPY_DTYPES[inp.dtype])
+    return feeds
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)

@@ -1,0 +1,32 @@
+"""Pick the runner backend the settings ask for (how a model is served, not what it is)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.config import Settings
+from service.manifest import Manifest, Tower
+from service.registry import RunnerFactory
+from service.runners.base import TowerRunner
+from service.runners.onnx import OrtOptions, OrtTowerRunner
+
+
+def runner_factory(settings: Settings) -> RunnerFactory:
+    if settings.runtime == "triton":
+        from service.runners.triton import triton_runner_factory
+
+        return triton_runner_factory(settings)
+    opts = OrtOptions(
+        providers=tuple(settings.providers),
+        intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
+        trt_cache_dir=settings.trt_cache_dir,
+        trt_fp16=settings.trt_fp16,
+        max_batch_size=settings.max_batch_size,
+    )
+
+    def make(model_dir: Path, manifest: Manifest, tower: Tower) -> TowerRunner:
+        spec = manifest.towers[tower]
+        return OrtTowerRunner(spec.onnx_file(model_dir), spec, opts)
+
+    return make

@@ -1,0 +1,108 @@
+"""In-process onnxruntime runner: CPU, CUDA or TensorRT execution provider, in config order."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.manifest import TowerSpec
+from service.runners.base import RunnerError, l2_normalize, select_feeds
+
+log = logging.getLogger(__name__)
+
+
+class ProviderUnavailable(RuntimeError):
+    """A configured execution provider is not in this onnxruntime build."""
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+    trt_cache_dir: Path | None = None
+    trt_fp16: bool = True
+    max_batch_size: int = 64
+
+
+def _import_ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - depends on the installed extra
+        raise ProviderUnavailable(
+            "onnxruntime is not installed: pip install 'clipserve[cpu]' (or [gpu], never both)"
+        ) from exc
+    return onnxruntime
+
+
+def _trt_options(spec: TowerSpec, cache_dir: Path, opts: OrtOptions) -> dict[str, str]:
+    """Persistent engine + timing caches and a batch profile 1..max_batch_size."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def shapes(batch: int) -> str:
+        dims = []
+        for inp in spec.inputs:
+            rest = "x".join(str(d) for d in inp.shape[1:])
+            dims.append(f"{inp.name}:{batch}x{rest}" if rest else f"{inp.name}:{batch}")
+        return ",".join(dims)
+
+    return {
+        "trt_fp16_enable": str(opts.trt_fp16),
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache_dir),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache_dir),
+        "trt_profile_min_shapes": shapes(1),
+        "trt_profile_opt_shapes": shapes(opts.max_batch_size),
+        "trt_profile_max_shapes": shapes(opts.max_batch_size),
+    }
+
+
+class OrtTowerRunner:
+    runtime = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, spec: TowerSpec, opts: OrtOptions) -> None:
+        ort = _import_ort()
+        if "CUDAExecutionProvider" in opts.providers or "TensorrtExecutionProvider" in opts.providers:
+            preload = getattr(ort, "preload_dlls", None)
+            if preload is not None:  # finds the CUDA/cuDNN libraries that pip wheels ship
+                preload()
+        available = ort.get_available_providers()
+        missing = [p for p in opts.providers if p not in available]
+        if missing:
+            raise ProviderUnavailable(
+                f"execution provider(s) {', '.join(missing)} not available in this onnxruntime "
+                f"build (it has {', '.join(available)}); install 'clipserve[gpu]' for CUDA/TensorRT"
+            )
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = opts.intra_op_threads
+        so.inter_op_num_threads = opts.inter_op_threads
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers: list[Any] = []
+        for name in opts.providers:
+            if name == "TensorrtExecutionProvider":
+                cache = opts.trt_cache_dir or onnx_path.parent.parent / ".trt"
+                providers.append((name, _trt_options(spec, cache / spec.path, opts)))
+            else:
+                providers.append(name)
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), so, providers=providers)
+        except Exception as exc:
+            raise RunnerError(f"{onnx_path}: onnxruntime cannot load the model ({exc})") from exc
+        self.spec = spec
+        self.provider = self.session.get_providers()[0]
+        declared = {i.name for i in spec.inputs}
+        actual = {i.name for i in self.session.get_inputs()}
+        if declared != actual:
+            raise RunnerError(
+                f"{onnx_path}: ONNX inputs {sorted(actual)} differ from the manifest's "
+                f"{sorted(declared)}"
+            )
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        out = self.session.run([self.spec.output.name], select_feeds(self.spec, feeds))[0]
+        return l2_normalize(out)
