@@ -85,13 +85,19 @@ class TowerBatcher:
         self._wakeup.set()
         try:
             rows = await asyncio.gather(*futures, return_exceptions=True)
-        finally:
-            for fut in futures:  # a cancelled request frees its slots: workers skip these
-                fut.cancel()
+        except BaseException:
+            self._drop(futures)  # a cancelled or timed-out request frees its slots at once
+            raise
         for row in rows:
             if isinstance(row, BaseException):
                 raise row
         return np.stack(rows)
+
+    def _drop(self, futures: list[asyncio.Future[np.ndarray]]) -> None:
+        for fut in futures:
+            fut.cancel()
+        self._queue = deque(job for job in self._queue if not job.future.done())
+        self._depth.set(len(self._queue))
 
     def _retry_after(self) -> int:
         batches = len(self._queue) / self.policy.max_batch_size / self.policy.workers

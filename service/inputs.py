@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 
 import httpx
 
 from service.imaging import ImageError
 from service.urlfetch import UrlPolicy, fetch_image
+
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -24,13 +27,11 @@ def _b64decode(payload: str, max_bytes: int) -> bytes:
         raise ImageError("image_too_large", f"image exceeds {max_bytes} bytes", 413)
     compact = "".join(payload.split())
     compact += "=" * (-len(compact) % 4)
+    altchars = b"-_" if ("-" in compact or "_" in compact) else None  # URL-safe alphabet
     try:
-        return base64.b64decode(compact, validate=True)
+        return base64.b64decode(compact, altchars=altchars, validate=True)
     except (binascii.Error, ValueError) as exc:
-        try:
-            return base64.urlsafe_b64decode(compact)
-        except (binascii.Error, ValueError):
-            raise ImageError("invalid_base64", "image is not valid base64", 400) from exc
+        raise ImageError("invalid_base64", "image is not valid base64", 400) from exc
 
 
 def decode_data_uri(uri: str, max_bytes: int) -> bytes:
@@ -46,7 +47,7 @@ async def image_bytes(value: str, policy: ImageSourcePolicy, client: httpx.Async
     head = value[:16].lower()
     if head.startswith("data:"):
         return decode_data_uri(value, policy.max_bytes)
-    if head.startswith(("http://", "https://")):
+    if _SCHEME.match(head):
         if not policy.allow_urls:
             raise ImageError(
                 "image_urls_disabled",

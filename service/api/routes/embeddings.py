@@ -50,17 +50,23 @@ def check_texts(state: AppState, texts: list[str], param: str = "input") -> None
 async def embed_image_strings(
     state: AppState, model: LoadedModel, values: list[str], param: str = "input"
 ) -> np.ndarray:
-    """Resolve (data URI / base64 / URL) and embed images; per-item errors by index."""
-    blobs: list[bytes] = []
+    """Resolve (data URI / base64 / URL) and embed images; every bad item is reported by index."""
+    blobs: list[tuple[int, bytes]] = []
     bad: list[tuple[int, ImageError | ApiError]] = []
     for i, value in enumerate(values):
         try:
-            blobs.append(await image_bytes(value, state.image_sources, state.http))
+            blobs.append((i, await image_bytes(value, state.image_sources, state.http)))
         except ImageError as exc:
             bad.append((i, exc))
+    vectors = np.empty((0, model.dim), dtype=np.float32)
+    if blobs:
+        try:
+            vectors = await state.embedder.embed_images(model, [b for _, b in blobs])
+        except ImageBatchError as exc:
+            bad += [(blobs[i][0], err) for i, err in exc.errors]
     if bad:
-        raise ItemErrors(bad, param)
-    return await embed_image_blobs(state, model, blobs, param)
+        raise ItemErrors(sorted(bad, key=lambda pair: pair[0]), param)
+    return vectors
 
 
 async def embed_image_blobs(

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.server import REPO, Server, run_server
+
+# The suite runs on the shipped default model; point these elsewhere to run it on another one.
+MODELS_DIR = Path(os.environ.get("CLIPSERVE_TEST_MODELS_DIR", REPO / "models"))
+DEFAULT_MODEL = os.environ.get("CLIPSERVE_TEST_MODEL", "mnist-clip")
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    path = MODELS_DIR / DEFAULT_MODEL
+    assert (path / "clipserve.json").is_file(), f"the shipped default model is missing: {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[Server]:
+    """The service on the shipped default model, as `clipserve serve` runs it."""
+    tmp = tmp_path_factory.mktemp("server")
+    args = ["--models-dir", str(MODELS_DIR), "--models", DEFAULT_MODEL]
+    limits = ["--max-image-bytes", "2000000", "--max-body-bytes", "6000000", "--max-items", "64"]
+    batching = ["--max-wait-ms", "20", "--max-batch-size", "32"]
+    with run_server(tmp, *args, *limits, *batching, "--max-text-chars", "2000") as srv:
+        yield srv

@@ -1,0 +1,129 @@
+"""The dynamic batcher on a real onnxruntime tower: equal results, order, bounds, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.batcher import BatchPolicy, QueueFull, TowerBatcher
+from service.config import Settings
+from service.imaging import ImageLimits
+from service.registry import LoadedModel, load_model
+from service.runners.factory import runner_factory
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path) -> LoadedModel:
+    return load_model(model_dir, runner_factory(Settings()), ImageLimits())
+
+
+def text_items(model: LoadedModel, texts: list[str]) -> list[dict[str, np.ndarray]]:
+    assert model.tokenizer is not None
+    ids, mask = model.tokenizer.encode(texts)
+    return [{"input_ids": ids[i], "attention_mask": mask[i]} for i in range(len(texts))]
+
+
+TEXTS = [f"a photo of the number {w}" for w in "zero one two three four five six seven".split()]
+
+
+class CountingRunner:
+    """The real tower runner, recording batch sizes and optionally holding batches back."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.runtime, self.provider = "onnxruntime", "CPUExecutionProvider"
+        self.sizes: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self.gate.wait(10)
+        self.sizes.append(len(next(iter(feeds.values()))))
+        return self.inner.run(feeds)  # type: ignore[attr-defined, no-any-return]
+
+
+def unbatched(model: LoadedModel, items: list[dict[str, np.ndarray]]) -> np.ndarray:
+    runner = model.runners["text"]
+    return np.concatenate([runner.run({k: v[None] for k, v in it.items()}) for it in items])
+
+
+async def _with_batcher(runner: CountingRunner, policy: BatchPolicy, body):  # type: ignore[no-untyped-def]
+    batcher = TowerBatcher("m", "text", runner, policy)  # type: ignore[arg-type]
+    batcher.start()
+    try:
+        return await body(batcher)
+    finally:
+        await batcher.stop()
+
+
+def test_concurrent_requests_share_batches_and_match_unbatched(model: LoadedModel) -> None:
+    items = text_items(model, TEXTS)
+    runner = CountingRunner(model.runners["text"])
+
+    async def body(batcher: TowerBatcher) -> list[np.ndarray]:
+        return await asyncio.gather(*(batcher.submit([it]) for it in items))
+
+    out = asyncio.run(_with_batcher(runner, BatchPolicy(max_batch_size=8, max_wait_s=0.05), body))
+    assert max(runner.sizes) > 1
+    np.testing.assert_allclose(np.concatenate(out), unbatched(model, items), atol=1e-5)
+
+
+def test_large_request_is_split_and_reassembled_in_order(model: LoadedModel) -> None:
+    items = text_items(model, TEXTS * 3)
+    runner = CountingRunner(model.runners["text"])
+
+    async def body(batcher: TowerBatcher) -> np.ndarray:
+        return await batcher.submit(items)
+
+    out = asyncio.run(_with_batcher(runner, BatchPolicy(max_batch_size=5, max_wait_s=0), body))
+    assert max(runner.sizes) <= 5 and sum(runner.sizes) == len(items) and len(runner.sizes) >= 5
+    np.testing.assert_allclose(out, unbatched(model, items), atol=1e-5)
+
+
+def test_full_queue_refuses_at_once(model: LoadedModel) -> None:
+    items = text_items(model, TEXTS)
+    runner = CountingRunner(model.runners["text"])
+    runner.gate.clear()  # the model is busy: nothing leaves the queue
+
+    async def body(batcher: TowerBatcher) -> tuple[int, int]:
+        first = asyncio.create_task(batcher.submit(items[:1]))
+        await asyncio.sleep(0.05)  # the worker took it and is blocked in the runner
+        waiting = asyncio.create_task(batcher.submit(items[:4]))
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull) as full:
+            await batcher.submit(items[:2])
+        runner.gate.set()
+        await asyncio.gather(first, waiting)
+        return batcher.depth, full.value.retry_after_s
+
+    policy = BatchPolicy(max_batch_size=4, max_wait_s=0, max_queue_items=5)
+    depth, retry_after = asyncio.run(_with_batcher(runner, policy, body))
+    assert depth == 0 and retry_after >= 1
+
+
+def test_cancelled_request_frees_its_slots_and_never_runs(model: LoadedModel) -> None:
+    items = text_items(model, TEXTS)
+    runner = CountingRunner(model.runners["text"])
+    runner.gate.clear()
+
+    async def body(batcher: TowerBatcher) -> int:
+        busy = asyncio.create_task(batcher.submit(items[:1]))
+        await asyncio.sleep(0.05)
+        doomed = asyncio.create_task(batcher.submit(items[1:5]))
+        await asyncio.sleep(0.01)
+        assert batcher.depth == 4
+        doomed.cancel()
+        await asyncio.sleep(0.01)
+        depth_after_cancel = batcher.depth
+        runner.gate.set()
+        await busy
+        await batcher.submit(items[:2])
+        return depth_after_cancel
+
+    policy = BatchPolicy(max_batch_size=8, max_wait_s=0, max_queue_items=5)
+    assert asyncio.run(_with_batcher(runner, policy, body)) == 0
+    assert sum(runner.sizes) == 3  # the cancelled four never reached the model
