@@ -88,10 +88,12 @@ class TowerBatcher:
         except BaseException:
             self._drop(futures)  # a cancelled or timed-out request frees its slots at once
             raise
+        arrays: list[np.ndarray] = []
         for row in rows:
             if isinstance(row, BaseException):
                 raise row
-        return np.stack(rows)
+            arrays.append(row)
+        return np.stack(arrays)
 
     def _drop(self, futures: list[asyncio.Future[np.ndarray]]) -> None:
         for fut in futures:

@@ -11,11 +11,12 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+from typing import Any
 
 from service.config import Settings
 
 
-def _flag_type(annotation: object) -> tuple[Callable[[str], object] | None, bool]:
+def _flag_type(annotation: Any) -> tuple[Callable[[str], Any] | None, bool]:
     """(argparse type, is_bool) for a Settings field annotation."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     origin = typing.get_origin(annotation)
@@ -24,7 +25,7 @@ def _flag_type(annotation: object) -> tuple[Callable[[str], object] | None, bool
     if origin in (typing.Union, types.UnionType) and len(args) == 1:
         return _flag_type(args[0])
     if annotation in (int, float):
-        return annotation, False  # type: ignore[return-value]
+        return annotation, False
     return str, False
 
 
@@ -42,6 +43,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
                 help=help_text,
             )
         else:
+            assert kind is not None
             parser.add_argument(
                 flag,
                 dest=name,
@@ -115,6 +117,34 @@ def cmd_export(args: argparse.Namespace) -> None:
         _fail(str(exc))
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    import asyncio
+    from pathlib import Path
+
+    from service.bench import BenchConfig, format_row, run_bench, write_results
+
+    width, height = (int(v) for v in args.image_size.lower().split("x"))
+    results = []
+    for concurrency in args.concurrency:
+        cfg = BenchConfig(
+            url=args.url,
+            model=args.model,
+            modality=args.modality,
+            concurrency=concurrency,
+            batch=args.batch,
+            duration_s=args.duration,
+            requests=args.requests,
+            image_size=(width, height),
+            image_format=args.image_format.upper(),
+            transport=args.transport,
+        )
+        result = asyncio.run(run_bench(cfg))
+        print(format_row(result), flush=True)
+        results.append(result)
+    if args.out:
+        write_results(results, Path(args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,11 +154,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     export = sub.add_parser("export", help="export a checkpoint into the model repository")
-    export.add_argument("--source", required=True, help="hf:<id|dir> or open_clip:<model>[:<tag|path>]")
+    export.add_argument(
+        "--source", required=True, help="hf:<id|dir> or open_clip:<model>[:<tag|path>]"
+    )
     export.add_argument("--out", required=True, help="<models dir>/<name>")
     export.add_argument("--fp16", action="store_true", help="half-precision towers")
     export.add_argument("--force", action="store_true", help="write even if parity fails")
     export.set_defaults(func=cmd_export)
+
+    bench = sub.add_parser("bench", help="load-test a running server")
+    bench.add_argument("--url", default="http://127.0.0.1:8000")
+    bench.add_argument("--model", default=None)
+    bench.add_argument("--modality", choices=["text", "image", "mixed"], default="text")
+    bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    bench.add_argument("--batch", type=int, default=1, help="items per request")
+    bench.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    bench.add_argument("--requests", type=int, default=0, help="stop after N requests instead")
+    bench.add_argument("--image-size", default="600x400", help="WIDTHxHEIGHT of test images")
+    bench.add_argument("--image-format", default="jpeg", choices=["jpeg", "png", "webp"])
+    bench.add_argument("--transport", choices=["json", "multipart"], default="json")
+    bench.add_argument("--out", default=None, help="write results as JSON here")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

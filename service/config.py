@@ -7,11 +7,10 @@ drift apart. Field descriptions double as the README's configuration table.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 

@@ -1,4 +1,4 @@
-"""The loaded models: manifest + preprocessors + one runner per tower, found in the model repository.
+"""The loaded models: manifest, preprocessors and one runner per tower, from the model repository.
 
 Everything that can be wrong with a model folder is found here, at start-up, with the file named.
 """

@@ -51,7 +51,7 @@ class TextTokenizer:
             seq = enc.ids
             if len(seq) > ctx:
                 keep_eot = self.spec.eot_id is not None and seq[-1] == self.spec.eot_id
-                seq = seq[: ctx - 1] + [seq[-1]] if keep_eot else seq[:ctx]
+                seq = [*seq[: ctx - 1], seq[-1]] if keep_eot else seq[:ctx]
             ids[row, : len(seq)] = seq
             mask[row, : len(seq)] = 1
         return ids, mask

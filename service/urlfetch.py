@@ -122,6 +122,8 @@ async def fetch_image(client: httpx.AsyncClient, url: str, policy: UrlPolicy) ->
     try:
         return await asyncio.wait_for(_fetch(client, url, policy), policy.timeout_s)
     except TimeoutError as exc:
-        raise ImageError("url_timeout", f"image URL took longer than {policy.timeout_s}s", 400) from exc
+        raise ImageError(
+            "url_timeout", f"image URL took longer than {policy.timeout_s}s", 400
+        ) from exc
     except httpx.HTTPError as exc:
         raise ImageError("url_fetch_failed", f"cannot fetch image URL: {exc}", 400) from exc

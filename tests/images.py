@@ -36,7 +36,7 @@ def noise(width: int, height: int, seed: int) -> Image.Image:
 
 
 def png_bomb(side: int = 20_000) -> bytes:
-    """A real, valid grayscale PNG of side x side zero pixels that compresses to a few hundred KB."""
+    """A valid grayscale PNG of side x side black pixels, compressed to a few hundred KB."""
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
         body = kind + payload

@@ -56,7 +56,9 @@ def run_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iter
     if "--data-dir" not in args:
         full_env.setdefault("CLIPSERVE_DATA_DIR", str(tmp / f"data-{port}"))
     with log.open("wb") as sink:
-        process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
+        process = subprocess.Popen(
+            cmd, stdout=sink, stderr=subprocess.STDOUT, env=full_env, cwd=REPO
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, log)

@@ -77,7 +77,9 @@ def test_openai_client_image_embeddings(client: openai.OpenAI, dim: int) -> None
     uris = [data_uri(b) for b in blobs]
     plain = [base64.b64encode(b).decode() for b in blobs]
     a = vectors(client.embeddings.create(model=MODEL, input=uris, extra_body={"modality": "image"}))
-    b = vectors(client.embeddings.create(model=MODEL, input=plain, extra_body={"modality": "image"}))
+    b = vectors(
+        client.embeddings.create(model=MODEL, input=plain, extra_body={"modality": "image"})
+    )
     assert a.shape == (3, dim)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(a, b, atol=1e-6)

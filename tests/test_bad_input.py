@@ -33,7 +33,9 @@ def assert_error(
 
 def still_serving(url: str) -> None:
     assert httpx.get(f"{url}/healthz").status_code == 200
-    ok = httpx.post(f"{url}/v1/embeddings", json={"input": [data_uri(GOOD_PNG)], "modality": "image"})
+    ok = httpx.post(
+        f"{url}/v1/embeddings", json={"input": [data_uri(GOOD_PNG)], "modality": "image"}
+    )
     assert ok.status_code == 200
 
 
@@ -59,7 +61,9 @@ BAD_IMAGES = [
 ]
 
 
-@pytest.mark.parametrize(("value", "status", "code"), [b[1:] for b in BAD_IMAGES], ids=[b[0] for b in BAD_IMAGES])
+@pytest.mark.parametrize(
+    ("value", "status", "code"), [b[1:] for b in BAD_IMAGES], ids=[b[0] for b in BAD_IMAGES]
+)
 def test_bad_images(server: Server, value: str, status: int, code: str) -> None:
     error = assert_error(post(server, image_request(value)), status, code)
     assert error["items"][0]["index"] == 0
@@ -95,7 +99,9 @@ REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "code"), [r[1:] for r in REQUESTS], ids=[r[0] for r in REQUESTS])
+@pytest.mark.parametrize(
+    ("body", "status", "code"), [r[1:] for r in REQUESTS], ids=[r[0] for r in REQUESTS]
+)
 def test_bad_requests(server: Server, body: object, status: int, code: str) -> None:
     assert_error(post(server, body), status, code)
     still_serving(server.url)
@@ -107,7 +113,9 @@ def test_malformed_and_oversize_bodies(server: Server) -> None:
     assert_error(httpx.post(url, content=b'{"input": ', headers=headers), {400, 422})
     assert_error(httpx.post(url, content=b"\xff\xfe", headers=headers), {400, 422})
     deep = "[" * 5000 + "]" * 5000
-    assert_error(httpx.post(url, content=f"{{\"input\": {deep}}}".encode(), headers=headers), {400, 422})
+    assert_error(
+        httpx.post(url, content=f'{{"input": {deep}}}'.encode(), headers=headers), {400, 422}
+    )
     big = json.dumps({"input": ["x" * 1000] * 7000}).encode()  # 7 MB > 6 MB limit
     assert_error(httpx.post(url, content=big, headers=headers), 413, "body_too_large")
 

@@ -27,7 +27,10 @@ def text_items(model: LoadedModel, texts: list[str]) -> list[dict[str, np.ndarra
     return [{"input_ids": ids[i], "attention_mask": mask[i]} for i in range(len(texts))]
 
 
-TEXTS = [f"a photo of the number {w}" for w in "zero one two three four five six seven".split()]
+TEXTS = [
+    f"a photo of the number {w}"
+    for w in ["zero", "one", "two", "three", "four", "five", "six", "seven"]
+]
 
 
 class CountingRunner:

@@ -18,7 +18,17 @@ from tests.server import REPO
 def serve_error(models_dir: Path, *extra: str) -> str:
     """Run `clipserve serve` on a folder that must not load; return what it printed."""
     result = subprocess.run(
-        [sys.executable, "-m", "service", "serve", "--models-dir", str(models_dir), "--port", "0", *extra],
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--models-dir",
+            str(models_dir),
+            "--port",
+            "0",
+            *extra,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -99,7 +109,9 @@ CASES: list[tuple[str, Callable[[Path], None], str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("breaks", "file", "problem"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("breaks", "file", "problem"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_broken_model_folder_fails_at_start(
     tmp_path: Path, model_dir: Path, breaks: Callable[[Path], None], file: str, problem: str
 ) -> None:

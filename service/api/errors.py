@@ -11,10 +11,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from service.api.responses import FastJSON
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import metrics
+from service.api.responses import FastJSON
 from service.batcher import QueueFull
 from service.embedder import DeadlineExceeded, UnsupportedModality
 from service.imaging import ImageError
@@ -60,7 +60,11 @@ class ItemErrors(ApiError):
 
     def __init__(self, errors: list[tuple[int, ImageError | ApiError]], param: str) -> None:
         items = [
-            {"index": i, "code": e.code, "message": str(e) if isinstance(e, ImageError) else e.message}
+            {
+                "index": i,
+                "code": e.code,
+                "message": str(e) if isinstance(e, ImageError) else e.message,
+            }
             for i, e in errors
         ]
         status = max(e.status for _, e in errors)
@@ -68,7 +72,7 @@ class ItemErrors(ApiError):
         super().__init__(
             status,
             str(first["code"]),
-            f"{len(items)} of the inputs failed; first: {param}[{first['index']}]: {first['message']}",
+            f"{len(items)} input(s) failed; first {param}[{first['index']}]: {first['message']}",
             param=param,
             items=items,
         )
@@ -131,7 +135,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> FastJSON:
         codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        return error_response(
+            exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})
+        )
 
     @app.exception_handler(ImageError)
     async def _image(_: Request, exc: ImageError) -> FastJSON:

@@ -67,7 +67,10 @@ class OrtTowerRunner:
 
     def __init__(self, onnx_path: Path, spec: TowerSpec, opts: OrtOptions) -> None:
         ort = _import_ort()
-        if "CUDAExecutionProvider" in opts.providers or "TensorrtExecutionProvider" in opts.providers:
+        if (
+            "CUDAExecutionProvider" in opts.providers
+            or "TensorrtExecutionProvider" in opts.providers
+        ):
             preload = getattr(ort, "preload_dlls", None)
             if preload is not None:  # finds the CUDA/cuDNN libraries that pip wheels ship
                 preload()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import cast
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,7 +24,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: State) -> Response:
     """Models are loaded and warmed up, and every dependency (store, Triton) is reachable."""
     checks: dict[str, bool] = {"models": state.ready}
-    for name, check in state.extras.get("readiness", {}).items():  # type: ignore[union-attr]
+    extra = cast(dict[str, Callable[[], Awaitable[bool]]], state.extras.get("readiness", {}))
+    for name, check in extra.items():
         checks[name] = bool(await check())
     ok = all(checks.values())
     return FastJSON(

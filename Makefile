@@ -1,0 +1,44 @@
+# Everyday commands. `make test` is the README's test command and what CI runs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install serve test test-fast lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[cpu,export,triton,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## the project with every extra needed by the tests (CPU onnxruntime)
+
+serve: $(STAMP)  ## serve the bundled default model on :8000 with the embedded store
+	$(BIN)/clipserve serve
+
+test: install  ## install everything the tests need, then run them all
+	bash .ci/install-deploy-tools.sh
+	bash .ci/install-triton.sh
+	$(BIN)/python -m pytest
+
+test-fast: install  ## skip the slow tests (a local shortcut; CI runs everything)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check service tests training benchmarks
+	$(BIN)/ruff format --check service tests training benchmarks
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix service tests training benchmarks
+	$(BIN)/ruff format service tests training benchmarks
+
+bench: install  ## load-test a server already running on :8000
+	$(BIN)/clipserve bench --modality text
+	$(BIN)/clipserve bench --modality image
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache *.egg-info
