@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import types
 import typing
@@ -70,6 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from service.api.app import create_app
     from service.imaging import ImageLimits
+    from service.logs import setup_logging
     from service.manifest import ModelFolderError
     from service.registry import load_registry
     from service.runners.base import RunnerError
@@ -80,9 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         settings = settings_from_args(args)
     except ValidationError as exc:
         _fail(str(exc))
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(settings.log_level, settings.log_format)
     try:
         registry = load_registry(
             settings.models_dir,
@@ -94,12 +92,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
         )
     except (ModelFolderError, ProviderUnavailable, RunnerError) as exc:
         _fail(str(exc))
-    app = create_app(settings, registry)
+    try:
+        app = create_app(settings, registry)
+    except OSError as exc:  # e.g. an unreadable API keys file
+        _fail(str(exc))
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level,
+        log_config=None,
         timeout_graceful_shutdown=int(settings.request_timeout_s),
     )
 

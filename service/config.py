@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 in containers)")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["text", "json"] = Field("text", description="json: one object per line")
 
     # --- models
     models_dir: Path = Field(BUNDLED_MODELS_DIR, description="model repository to serve")
@@ -50,6 +51,16 @@ class Settings(BaseSettings):
     )
     trt_fp16: bool = Field(True, description="let TensorRT build fp16 engines")
     warmup: bool = Field(True, description="run one batch per tower at start-up")
+
+    # --- auth
+    api_keys: CommaList = Field(
+        default_factory=list, description="accepted API keys, comma-separated (none: open API)"
+    )
+    api_keys_file: Path | None = Field(
+        None, description="file with one API key per line (e.g. a mounted Kubernetes Secret)"
+    )
+    auth_health: bool = Field(False, description="require a key for /healthz and /readyz too")
+    auth_metrics: bool = Field(False, description="require a key for /metrics too")
 
     # --- batching
     max_batch_size: int = Field(64, ge=1, description="largest batch sent to a tower")
@@ -83,7 +94,7 @@ class Settings(BaseSettings):
     triton_url: str = Field("localhost:8001", description="Triton server address")
     triton_protocol: Literal["grpc", "http"] = Field("grpc", description="Triton protocol")
 
-    @field_validator("models", "providers", "url_allowlist", mode="before")
+    @field_validator("models", "providers", "url_allowlist", "api_keys", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from service.api.auth import load_api_keys, require_api_key
 from service.api.deps import AppState
 from service.api.errors import install_error_handlers
-from service.api.middleware import BodyLimit, RequestMetrics
+from service.api.middleware import BodyLimit, RequestContext, RequestMetrics
 from service.api.routes import embeddings, health, models
 from service.batcher import BatchPolicy
 from service.config import Settings
@@ -22,6 +23,9 @@ from service.registry import Registry
 from service.urlfetch import UrlPolicy
 
 log = logging.getLogger(__name__)
+
+# Routers behind the API key (when keys are configured); later resources add theirs here.
+API_ROUTERS = [models.router, embeddings.router]
 
 
 def _decode_threads(settings: Settings) -> int:
@@ -75,10 +79,14 @@ def create_app(settings: Settings, registry: Registry) -> FastAPI:
         summary="Embeddings, zero-shot classification and retrieval for CLIP-family models",
         lifespan=lifespan,
     )
+    app.state.api_keys = load_api_keys(settings)
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(models.router)
-    app.include_router(embeddings.router)
+    auth = [Depends(require_api_key)]
+    app.include_router(health.router, dependencies=auth if settings.auth_health else [])
+    app.include_router(health.metrics_router, dependencies=auth if settings.auth_metrics else [])
+    for router in API_ROUTERS:
+        app.include_router(router, dependencies=auth)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestContext)
     return app

@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
 from service.api.errors import error_response
+from service.logs import request_id
+
+_SAFE_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestContext:
+    """Give every request an id (the client's `X-Request-ID` if sane), for logs and the reply."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", ())).get(b"x-request-id", b"")
+        rid = given.decode() if _SAFE_ID.match(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+
+        async def with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, with_id)
+        finally:
+            request_id.reset(token)
 
 
 class BodyLimit:

@@ -1,4 +1,5 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness and readiness probes, and the Prometheus scrape endpoint (a router of its own so
+authentication can be required for one and not the other)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from service.api.deps import State
 from service.api.responses import FastJSON
 
 router = APIRouter(tags=["health"])
+metrics_router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
@@ -34,6 +36,6 @@ async def readyz(state: State) -> Response:
     )
 
 
-@router.get("/metrics")
+@metrics_router.get("/metrics")
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,84 @@
+"""API keys: none configured means open (and the log says so); otherwise Bearer keys only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import DEFAULT_MODEL, MODELS_DIR
+from tests.server import Server, run_server
+
+KEYS = ("env-key-1", "env-key-2")
+FILE_KEY = "file-key-3"
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("auth")
+    keys_file = tmp / "keys"
+    keys_file.write_text(f"# mounted secret\n\n{FILE_KEY}\n")
+    args = ["--models-dir", str(MODELS_DIR), "--models", DEFAULT_MODEL]
+    env = {"CLIPSERVE_API_KEYS": ",".join(KEYS)}
+    with run_server(
+        tmp, *args, "--api-keys-file", str(keys_file), "--auth-metrics", env=env
+    ) as srv:
+        yield srv
+
+
+def embed(server: Server, key: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    return httpx.post(f"{server.url}/v1/embeddings", json={"input": "seven"}, headers=headers)
+
+
+def test_without_keys_the_api_is_open_and_says_so(server: Server) -> None:
+    assert embed(server, None).status_code == 200
+    assert "no API keys configured" in server.output()
+
+
+def test_no_key_wrong_key_right_key(secured: Server) -> None:
+    for key in (None, "env-key", "env-key-1x", KEYS[0].upper()):
+        response = embed(secured, key)
+        assert response.status_code == 401, key
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"]["type"] == "authentication_error"
+    basic = httpx.post(
+        f"{secured.url}/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Basic abc"}
+    )
+    assert basic.status_code == 401
+    for key in (*KEYS, FILE_KEY):
+        assert embed(secured, key).status_code == 200
+    assert httpx.get(f"{secured.url}/v1/models").status_code == 401
+
+
+def test_probes_stay_open_metrics_can_be_closed(secured: Server) -> None:
+    assert httpx.get(f"{secured.url}/healthz").status_code == 200
+    assert httpx.get(f"{secured.url}/readyz").status_code == 200
+    assert httpx.get(f"{secured.url}/metrics").status_code == 401
+    ok = httpx.get(f"{secured.url}/metrics", headers={"Authorization": f"Bearer {KEYS[1]}"})
+    assert ok.status_code == 200
+
+
+def test_openai_client_with_a_key(secured: Server) -> None:
+    good = openai.OpenAI(base_url=f"{secured.url}/v1", api_key=KEYS[0], max_retries=0)
+    assert len(good.embeddings.create(model=DEFAULT_MODEL, input="one").data) == 1
+    bad = openai.OpenAI(base_url=f"{secured.url}/v1", api_key="nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.embeddings.create(model=DEFAULT_MODEL, input="one")
+
+
+def test_logs_carry_request_ids_and_no_secrets(secured: Server, tmp_path: Path) -> None:
+    response = httpx.post(
+        f"{secured.url}/v1/embeddings",
+        json={"input": "a secret sentence"},
+        headers={"Authorization": f"Bearer {KEYS[0]}", "X-Request-ID": "req-123"},
+    )
+    assert response.headers["x-request-id"] == "req-123"
+    assert len(embed(secured, KEYS[0]).headers["x-request-id"]) == 32
+    log = secured.output()
+    assert "req-123" in log
+    for secret in (*KEYS, FILE_KEY, "a secret sentence"):
+        assert secret not in log
