@@ -122,7 +122,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     import asyncio
     from pathlib import Path
 
-    from service.bench import BenchConfig, format_row, run_bench, write_results
+    try:
+        from service.bench import BenchConfig, format_row, run_bench, write_results
+    except ImportError as exc:
+        _fail(f"bench needs the bench extra: pip install 'clipserve[bench]' ({exc})")
 
     width, height = (int(v) for v in args.image_size.lower().split("x"))
     results = []
