@@ -16,6 +16,7 @@ REQUEST_LATENCY = Histogram(
     ["route", "method"],
     buckets=_LATENCY_BUCKETS,
 )
+IN_FLIGHT = Gauge("clipserve_requests_in_flight", "HTTP requests being served")
 ERRORS = Counter("clipserve_errors_total", "Error responses by error code", ["code"])
 QUEUE_DEPTH = Gauge("clipserve_queue_depth", "Items waiting per model tower", ["model", "tower"])
 BATCH_SIZE = Histogram(

@@ -109,9 +109,11 @@ class RequestMetrics:
                 status = message["status"]
             await send(message)
 
+        metrics.IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, capture)
         finally:
+            metrics.IN_FLIGHT.dec()
             route: Any = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
