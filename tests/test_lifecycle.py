@@ -1,4 +1,4 @@
-"""Shutdown and overload: SIGTERM drains in-flight work; a flood gets 429s, no 5xx, bounded memory."""
+"""Shutdown and overload: SIGTERM drains in-flight work; floods get 429s, no 5xx, bounded memory."""
 
 from __future__ import annotations
 
