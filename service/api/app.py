@@ -81,7 +81,8 @@ def create_app(settings: Settings, registry: Registry) -> FastAPI:
     )
     app.state.api_keys = load_api_keys(settings)
     install_error_handlers(app)
-    auth = [Depends(require_api_key)]
+    # Only a server that has keys declares the Bearer scheme (its OpenAPI schema stays honest).
+    auth = [Depends(require_api_key)] if app.state.api_keys else []
     app.include_router(health.router, dependencies=auth if settings.auth_health else [])
     app.include_router(health.metrics_router, dependencies=auth if settings.auth_metrics else [])
     for router in API_ROUTERS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import State
-from service.api.schemas import ModelCard, ModelList
+from service.api.schemas import ErrorResponse, ModelCard, ModelList
 from service.registry import LoadedModel
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -31,6 +31,8 @@ async def list_models(state: State) -> ModelList:
     return ModelList(data=[model_card(m) for m in state.registry.models.values()])
 
 
-@router.get("/models/{model_id}", response_model=ModelCard)
+@router.get(
+    "/models/{model_id}", response_model=ModelCard, responses={404: {"model": ErrorResponse}}
+)
 async def get_model(model_id: str, state: State) -> ModelCard:
     return model_card(state.registry.get(model_id))
