@@ -30,8 +30,10 @@ _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 # JPEG draft decoding keeps at least this many source pixels per output pixel, so the final
-# resample sees enough detail to stay within rounding of a full decode.
-_DRAFT_OVERSAMPLE = 2
+# resample sees enough detail to stay close to a full decode (measured against Hugging Face's
+# processor on real photos: 2x left errors of up to 40 levels at 96 px, 4x stays within 1 level
+# at 96 px and a mean of 0.4 levels at 32 px).
+_DRAFT_OVERSAMPLE = 4
 
 
 class ImageError(ValueError):

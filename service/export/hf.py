@@ -1,0 +1,128 @@
+"""Hugging Face `CLIPModel` (and SigLIP) checkpoints, from a local folder or a hub id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from service.export.errors import ExportError
+from service.export.source import SourceModel
+from service.manifest import ImagePreprocess, Scores, TextPreprocess
+
+_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+
+
+class _ImageTower(torch.nn.Module):
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.vision = model.vision_model
+        self.projection = getattr(model, "visual_projection", None)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pooled = self.vision(pixel_values=pixel_values).pooler_output
+        return self.projection(pooled) if self.projection is not None else pooled
+
+
+class _TextTower(torch.nn.Module):
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.text = model.text_model
+        self.projection = getattr(model, "text_projection", None)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        pooled = self.text(input_ids=input_ids).pooler_output
+        return self.projection(pooled) if self.projection is not None else pooled
+
+
+def _load(ref: str) -> tuple[Any, Any, Any]:
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    local = Path(ref).is_dir()
+    try:
+        model = AutoModel.from_pretrained(ref, local_files_only=local)
+        image_processor = AutoImageProcessor.from_pretrained(ref, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local)
+    except OSError as exc:
+        hint = "" if local else " (offline? download it where there is network, pass the folder)"
+        raise ExportError(f"cannot load Hugging Face model {ref!r}{hint}: {exc}") from exc
+    if not tokenizer.is_fast:
+        raise ExportError(f"{ref}: a fast tokenizer (tokenizer.json) is needed")
+    return model.eval(), image_processor, tokenizer
+
+
+def _size(value: object) -> int:
+    """A processor size: an int, a dict or (transformers 5) a SizeDict with the same keys."""
+    if isinstance(value, int):
+        return value
+    for key in ("shortest_edge", "height", "width"):
+        found = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+        if found:
+            return int(found)
+    raise ExportError(f"cannot read an image size from {value!r}")
+
+
+def load_hf(ref: str) -> SourceModel:
+    model, ip, tok = _load(ref)
+    family = "siglip" if "siglip" in model.config.model_type else "clip"
+    if family == "siglip":
+        raise ExportError("SigLIP export is not supported yet")
+    crop = _size(ip.crop_size) if getattr(ip, "do_center_crop", False) else _size(ip.size)
+    image = ImagePreprocess(
+        size=crop,
+        resize="shortest",
+        resize_size=_size(ip.size),
+        interpolation=_RESAMPLE.get(int(ip.resample), "bicubic"),  # type: ignore[arg-type]
+        crop="center" if getattr(ip, "do_center_crop", False) else "none",
+        crop_offset="floor",  # Hugging Face image processors floor the crop offset
+        mean=[float(v) for v in ip.image_mean],
+        std=[float(v) for v in ip.image_std],
+    )
+    text_cfg = model.config.text_config
+    ctx = int(text_cfg.max_position_embeddings)
+    eot = tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eot
+    tokenizer_json = tok.backend_tokenizer.to_str()
+    kind = str(json.loads(tokenizer_json)["model"]["type"]).lower()
+    # tokenizer.json carries Hugging Face's own normalizer (lowercase, whitespace): add nothing
+    text = TextPreprocess(
+        kind="sentencepiece" if kind == "unigram" else kind,  # type: ignore[arg-type]
+        context_length=ctx,
+        pad_id=int(pad),
+        eot_id=int(eot) if eot is not None else None,
+        lowercase=False,
+        clean="none",
+        pad_to_context=True,
+    )
+
+    def reference_pixels(images: list[Image.Image]) -> np.ndarray:
+        out = ip(images=images, return_tensors="np")["pixel_values"]
+        return np.asarray(out, dtype=np.float32)
+
+    def reference_tokens(texts: list[str]) -> np.ndarray:
+        enc = tok(texts, padding="max_length", truncation=True, max_length=ctx, return_tensors="np")
+        return np.asarray(enc["input_ids"], dtype=np.int64)
+
+    def features(out: Any) -> torch.Tensor:
+        return out if isinstance(out, torch.Tensor) else out.pooler_output  # transformers 4 / 5
+
+    return SourceModel(
+        name=Path(ref).name,
+        family=family,
+        embedding_dim=int(model.config.projection_dim),
+        image_tower=_ImageTower(model).eval(),
+        text_tower=_TextTower(model).eval(),
+        image=image,
+        text=text,
+        tokenizer_json=tokenizer_json,
+        scores=Scores(logit_scale=float(model.logit_scale.exp().item())),
+        reference_pixels=reference_pixels,
+        reference_tokens=reference_tokens,
+        reference_image=lambda x: features(model.get_image_features(pixel_values=x)),
+        reference_text=lambda ids: features(model.get_text_features(input_ids=ids)),
+        source={"kind": "hf", "ref": ref, "model_type": model.config.model_type},
+    )

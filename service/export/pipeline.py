@@ -1,0 +1,132 @@
+"""`clipserve export`: load a source, write towers + tokenizer + configs + manifest, prove parity.
+
+Everything is written to a temporary folder beside the target and moved into place only when
+parity passes (or `force` records the failure), so a failed export never leaves half a model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from service.export.errors import ExportError
+from service.export.onnx_towers import OPSET, export_tower
+from service.export.parity import measure
+from service.export.source import SourceModel, parse_source
+from service.export.triton_config import TritonOptions, write_config
+from service.manifest import Manifest, TensorSpec, TowerSpec
+
+
+def load_source(source: str) -> SourceModel:
+    kind, ref = parse_source(source)
+    if kind == "hf":
+        from service.export.hf import load_hf
+
+        return load_hf(ref)
+    raise ExportError("open_clip sources are not supported yet")
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opset": str(OPSET),
+    }
+
+
+def build_manifest(src: SourceModel, name: str, precision: str) -> Manifest:
+    size, ctx, dim = src.image.size, src.text.context_length, src.embedding_dim
+    return Manifest(
+        name=name,
+        family=src.family,  # type: ignore[arg-type]
+        embedding_dim=dim,
+        towers={
+            "image": TowerSpec(
+                path="image",
+                inputs=[
+                    TensorSpec(name="pixel_values", dtype="float32", shape=[-1, 3, size, size])
+                ],
+                output=TensorSpec(name="image_embeds", dtype="float32", shape=[-1, dim]),
+                precision=precision,  # type: ignore[arg-type]
+            ),
+            "text": TowerSpec(
+                path="text",
+                inputs=[TensorSpec(name="input_ids", dtype="int64", shape=[-1, ctx])],
+                output=TensorSpec(name="text_embeds", dtype="float32", shape=[-1, dim]),
+                precision=precision,  # type: ignore[arg-type]
+            ),
+        },
+        image=src.image,
+        text=src.text,
+        scores=src.scores,
+        source=src.source,
+        export={
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": _versions(),
+            "outputs": "projected embeddings before L2 normalisation (the runner normalises)",
+        },
+    )
+
+
+def write_model(src: SourceModel, out: Path, fp16: bool, triton: TritonOptions) -> Manifest:
+    if fp16:
+        raise ExportError("fp16 export is not supported yet")
+    manifest = build_manifest(src, out.name, "fp16" if fp16 else "fp32")
+    (out / "tokenizer.json").write_text(src.tokenizer_json)
+    size = src.image.size
+    image = manifest.towers["image"]
+    text = manifest.towers["text"]
+    export_tower(
+        src.image_tower,
+        torch.randn(2, 3, size, size),
+        image.inputs[0].name,
+        image.output.name,
+        image.onnx_file(out),
+    )
+    ids = torch.tensor(src.reference_tokens(["a photo", "two words here"]), dtype=torch.int64)
+    export_tower(src.text_tower, ids, text.inputs[0].name, text.output.name, text.onnx_file(out))
+    for spec in (image, text):
+        write_config(spec.config_file(out), spec.path, spec.inputs, spec.output, triton)
+    return manifest
+
+
+def export_model(
+    source: str,
+    out: Path,
+    fp16: bool = False,
+    force: bool = False,
+    triton: TritonOptions | None = None,
+    card: dict[str, object] | None = None,
+) -> Manifest:
+    src = load_source(source)
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        manifest = write_model(src, staging, fp16, triton or TritonOptions())
+        manifest.write(staging)
+        report = measure(src, manifest, staging)
+        print("\n".join(report.lines()))
+        manifest.parity = {**report.as_dict(), "forced": force and not report.passed}
+        if card:
+            manifest.card = dict(card)
+        manifest.write(staging)
+        if not report.passed and not force:
+            raise ExportError("parity check failed:\n" + "\n".join(report.lines()))
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+        return manifest
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)

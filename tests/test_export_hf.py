@@ -1,0 +1,133 @@
+"""Export of a tiny random-weight Hugging Face CLIP: parity against transformers' own outputs,
+the result served through the HTTP API, and a parity check that does fail when it should."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from service.export import ExportError, export_model
+from service.export.hf import load_hf
+from service.export.parity import measure
+from service.manifest import load_manifest
+from tests.images import data_uri, encode, noise
+from tests.server import run_server
+from training.tiny_hf import clip_config, save_hf_folder, word_tokenizer
+
+pytestmark = pytest.mark.export
+
+WORDS = "a photo of the cat dog number seven one two digit astronaut coffee rocket red car".split()
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import CLIPModel
+
+    folder = tmp_path_factory.mktemp("hf") / "tiny-clip"
+    tok = word_tokenizer(WORDS)
+    torch.manual_seed(0)
+    model = CLIPModel(clip_config(tok.get_vocab_size(), 16, 48, 8, 64, 2, 32)).eval()
+    save_hf_folder(model, tok, folder, 48, 16)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(hf_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("repo") / "tiny-clip"
+    export_model(f"hf:{hf_folder}", out)
+    return out
+
+
+def test_export_writes_a_servable_model_repository(exported: Path) -> None:
+    manifest = load_manifest(exported)
+    assert manifest.family == "clip" and manifest.embedding_dim == 32
+    assert manifest.image is not None and manifest.image.size == 48
+    assert manifest.text is not None and manifest.text.context_length == 16
+    for tower in ("image", "text"):
+        config = (exported / tower / "config.pbtxt").read_text()
+        assert f'name: "{tower}"' in config and "dynamic_batching" in config
+    assert manifest.scores.logit_scale == pytest.approx(np.exp(np.log(1 / 0.07)), rel=1e-4)
+
+
+def test_parity_against_transformers(exported: Path) -> None:
+    parity = load_manifest(exported).parity
+    assert parity["passed"] is True and parity["forced"] is False
+    assert parity["image"]["min_cosine"] >= 0.9999 and parity["image"]["items"] >= 10
+    assert parity["text"]["min_cosine"] >= 0.9999 and parity["text"]["items"] >= 10
+    assert parity["token_ids_equal"] is True
+    assert parity["pixel_mean_abs_diff"] <= 0.01
+
+
+def test_served_embeddings_equal_the_source_model(
+    exported: Path, hf_folder: Path, tmp_path: Path
+) -> None:
+    """Through the HTTP API, against transformers' own processor, tokenizer and model."""
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    model = CLIPModel.from_pretrained(hf_folder).eval()
+    processor = AutoImageProcessor.from_pretrained(hf_folder)
+    tokenizer = AutoTokenizer.from_pretrained(hf_folder)
+    texts = ["a photo of the cat", "seven", "two red car"]
+    img = noise(80, 60, seed=3)
+    with torch.no_grad():
+        ids = tokenizer(texts, padding="max_length", max_length=16, return_tensors="pt")
+        ref_txt = model.get_text_features(input_ids=ids["input_ids"]).pooler_output.numpy()
+        px = processor(images=[img], return_tensors="pt")["pixel_values"]
+        ref_img = model.get_image_features(pixel_values=px).pooler_output.numpy()
+    ref_txt /= np.linalg.norm(ref_txt, axis=1, keepdims=True)
+    ref_img /= np.linalg.norm(ref_img, axis=1, keepdims=True)
+    with run_server(tmp_path, "--models-dir", str(exported.parent)) as srv:
+        txt = httpx.post(f"{srv.url}/v1/embeddings", json={"input": texts}).json()
+        got_txt = np.array([d["embedding"] for d in txt["data"]])
+        body = {"input": [data_uri(encode(img, "PNG"))], "modality": "image"}
+        got_img = np.array(
+            httpx.post(f"{srv.url}/v1/embeddings", json=body).json()["data"][0]["embedding"]
+        )
+    assert np.min(np.sum(got_txt * ref_txt, axis=1)) >= 0.9999
+    assert float(got_img @ ref_img[0]) >= 0.9999
+
+
+def test_wrong_preprocessing_fails_parity(exported: Path, hf_folder: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in exported.iterdir():
+        target = broken / item.name
+        target.symlink_to(item)
+    (broken / "clipserve.json").unlink()
+    manifest = json.loads((exported / "clipserve.json").read_text())
+    manifest["image"]["mean"] = [0.48145466, 0.4578275, 0.40821073]  # CLIP's, not this model's
+    (broken / "clipserve.json").write_text(json.dumps(manifest))
+    report = measure(load_hf(str(hf_folder)), load_manifest(broken), broken)
+    assert not report.passed
+    assert report.pixel_mean_abs_diff > 0.01 and report.image.min_cosine < 0.9999
+
+
+def test_failed_parity_refuses_to_write_unless_forced(hf_folder: Path, tmp_path: Path) -> None:
+    import service.export.parity as parity
+
+    original = parity.THRESHOLDS["fp32"]
+    parity.THRESHOLDS["fp32"] = 1.01  # unreachable: every export now "fails"
+    try:
+        with pytest.raises(ExportError, match="parity check failed"):
+            export_model(f"hf:{hf_folder}", tmp_path / "no")
+        assert not (tmp_path / "no").exists()
+        export_model(f"hf:{hf_folder}", tmp_path / "forced", force=True)
+    finally:
+        parity.THRESHOLDS["fp32"] = original
+    recorded = load_manifest(tmp_path / "forced").parity
+    assert recorded["passed"] is False and recorded["forced"] is True
+
+
+def test_offline_hub_id_gives_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ExportError, match="cannot load Hugging Face model"):
+        export_model("hf:openai/clip-vit-base-patch32", tmp_path / "x")
+    with pytest.raises(ExportError, match="unknown source"):
+        export_model("nowhere:thing", tmp_path / "y")
