@@ -94,6 +94,8 @@ class Manifest(_Strict):
     image: ImagePreprocess | None = None
     text: TextPreprocess | None = None
     scores: Scores
+    # prompt templates this model answers best to, for zero-shot classification ("{}": label)
+    templates: list[str] | None = None
     source: dict[str, Any] = Field(default_factory=dict)
     export: dict[str, Any] = Field(default_factory=dict)
     parity: dict[str, Any] = Field(default_factory=dict)

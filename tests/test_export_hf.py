@@ -21,7 +21,7 @@ from training.tiny_hf import clip_config, save_hf_folder, word_tokenizer
 
 pytestmark = pytest.mark.export
 
-WORDS = "a photo of the cat dog number seven one two digit astronaut coffee rocket red car".split()
+WORDS = ["a", "photo", "of", "the", "cat", "dog", "number", "seven", "one", "two", "red", "car"]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,7 @@ def exported(hf_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_export_writes_a_servable_model_repository(exported: Path) -> None:
     manifest = load_manifest(exported)
     assert manifest.family == "clip" and manifest.embedding_dim == 32
+    assert manifest.name == "tiny-clip"
     assert manifest.image is not None and manifest.image.size == 48
     assert manifest.text is not None and manifest.text.context_length == 16
     for tower in ("image", "text"):

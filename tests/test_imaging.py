@@ -13,6 +13,7 @@ from service.imaging import (
     ImageLimits,
     ImagePreprocessor,
     Normalizer,
+    _draft,
     open_image,
     prepare,
 )
@@ -119,15 +120,21 @@ def test_crop_offset_rounding_modes() -> None:
 
 
 def test_jpeg_draft_decoding_stays_close_to_full_decode() -> None:
-    img = blocks(1600, 1200, seed=7).resize((1600, 1200), Image.Resampling.BILINEAR)
+    img = blocks(4000, 3000, seed=7).resize((4000, 3000), Image.Resampling.BILINEAR)
     data = encode(img, "JPEG", quality=90)
-    drafted = pixels(data)
+    header = open_image(data, LIMITS)
+    _draft(header, SPEC)
+    assert header.size == (1000, 750)  # libjpeg decodes at 1/4 scale: >= 512 px kept
     full = Image.open(io.BytesIO(data))
     full.load()  # no draft: decode every pixel
-    spec = SPEC.model_copy(update={"size": 32})
-    expected = prepare(full, spec).astype(np.int16)
-    assert open_image(data, LIMITS).size == (1600, 1200)
-    assert np.abs(drafted - expected).mean() < 1.5
+    expected = prepare(full, SPEC).astype(np.int16)
+    assert np.abs(pixels(data) - expected).mean() < 1.0
+
+
+def test_small_jpegs_are_decoded_in_full() -> None:
+    header = open_image(encode(blocks(900, 700), "JPEG"), LIMITS)
+    _draft(header, SPEC)
+    assert header.size == (900, 700)
 
 
 def test_normalizer_matches_the_formula() -> None:

