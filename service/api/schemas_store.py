@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from service.filters import PayloadFilter
 
@@ -19,7 +19,7 @@ class _Request(BaseModel):
 class CollectionCreate(_Request):
     model: str | None = Field(None, description="model whose embeddings the collection holds")
     distance: Literal["cosine", "dot", "euclid"] = "cosine"
-    on_disk: bool = False
+    on_disk: StrictBool = False
     hnsw_m: int | None = Field(None, ge=4, le=128)
     hnsw_ef_construct: int | None = Field(None, ge=4, le=4096)
     quantization: Literal["none", "scalar", "binary"] = "none"
@@ -63,6 +63,14 @@ class UpsertResponse(BaseModel):
     status: Literal["acknowledged"] = "acknowledged"
 
 
+class PointIds(_Request):
+    ids: list[PointId] = Field(min_length=1, max_length=10_000)
+
+
+class ExistingIds(BaseModel):
+    ids: list[PointId]
+
+
 class PointOut(BaseModel):
     id: PointId
     payload: dict[str, Any] | None = None
@@ -100,8 +108,8 @@ class SearchRequest(_Request):
     limit: int = Field(10, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=100_000)
     score_threshold: float | None = None
-    with_payload: bool = True
-    with_vectors: bool = False
+    with_payload: StrictBool = True
+    with_vectors: StrictBool = False
 
 
 class SearchHit(BaseModel):

@@ -45,3 +45,21 @@ def _check_batches(tower: torch.nn.Module, example: torch.Tensor, path: Path, na
             ref = tower(x).numpy()
         if out.shape != ref.shape or not np.allclose(out, ref, atol=1e-3, rtol=1e-3):
             raise ExportError(f"{path}: ONNX output differs from torch at batch {batch}")
+
+
+# Ops kept in fp32 on top of onnxruntime's default list: normalisation and softmax reductions
+# overflow or lose too much precision in half floats.
+_FP32_OPS = ["LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Exp", "Erf"]
+
+
+def convert_fp16(path: Path) -> None:
+    """Half-precision weights and compute, float32 inputs and outputs (callers see no change)."""
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = convert_float_to_float16(
+        onnx.load(str(path)),
+        keep_io_types=True,
+        op_block_list=list(DEFAULT_OP_BLOCK_LIST) + _FP32_OPS,
+    )
+    onnx.save(model, str(path))

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from service.export.errors import ExportError
-from service.export.onnx_towers import OPSET, export_tower
+from service.export.onnx_towers import OPSET, convert_fp16, export_tower
 from service.export.parity import measure
 from service.export.source import SourceModel, parse_source
 from service.export.triton_config import TritonOptions, write_config
@@ -81,8 +81,6 @@ def build_manifest(src: SourceModel, name: str, precision: str) -> Manifest:
 def write_model(
     src: SourceModel, out: Path, name: str, fp16: bool, triton: TritonOptions
 ) -> Manifest:
-    if fp16:
-        raise ExportError("fp16 export is not supported yet")
     manifest = build_manifest(src, name, "fp16" if fp16 else "fp32")
     (out / "tokenizer.json").write_text(src.tokenizer_json)
     size = src.image.size
@@ -97,6 +95,9 @@ def write_model(
     )
     ids = torch.tensor(src.reference_tokens(["a photo", "two words here"]), dtype=torch.int64)
     export_tower(src.text_tower, ids, text.inputs[0].name, text.output.name, text.onnx_file(out))
+    if fp16:
+        for spec in (image, text):
+            convert_fp16(spec.onnx_file(out))
     for spec in (image, text):
         write_config(spec.config_file(out), spec.path, spec.inputs, spec.output, triton)
     return manifest

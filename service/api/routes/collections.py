@@ -19,6 +19,8 @@ from service.api.schemas_store import (
     CollectionList,
     CollectionOut,
     DeletePoints,
+    ExistingIds,
+    PointIds,
     PointIn,
     PointOut,
     Query,
@@ -88,7 +90,12 @@ def _model(state: AppState, info: CollectionInfo) -> LoadedModel:
         ) from None
 
 
-@router.put("/{name}", response_model=CollectionOut, status_code=200, responses=_ERRORS)
+@router.put(
+    "/{name}",
+    response_model=CollectionOut,
+    status_code=200,
+    responses={**_ERRORS, 201: {"model": CollectionOut, "description": "created"}},
+)
 async def create_collection(
     name: Name, state: State, response: Response, body: CollectionCreate | None = None
 ) -> CollectionOut:
@@ -167,6 +174,14 @@ async def upsert_points(name: Name, body: UpsertRequest, state: State) -> Upsert
     vectors = await _embed_items(state, model, info, body.items)
     await state.store.upsert(name, ids, vectors, [it.payload for it in body.items])
     return UpsertResponse(ids=ids)
+
+
+@router.post("/{name}/points/exists", response_model=ExistingIds, responses=_ERRORS)
+async def existing_points(name: Name, body: PointIds, state: State) -> ExistingIds:
+    """Which of these ids are stored (lets a bulk indexer resume without re-sending)."""
+    await state.store.collection(name)
+    found = await state.store.existing_ids(name, [_check_id(i) for i in body.ids])
+    return ExistingIds(ids=found)
 
 
 @router.get("/{name}/points/{point_id}", response_model=PointOut, responses=_ERRORS)

@@ -1,0 +1,60 @@
+"""`clipserve index` (resumable bulk indexing) and `clipserve eval` against a running server."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from service.manifest import load_manifest
+from tests.server import REPO, Server
+from training.mnist import write_image_folder
+
+
+def cli(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_index_is_resumable_with_payloads(server: Server, tmp_path: Path) -> None:
+    root = tmp_path / "digits"
+    write_image_folder(root, 60)
+    first = next(iter(sorted((root / "seven").iterdir())))
+    first.with_name(first.name + ".json").write_text(json.dumps({"source": "mnist", "seven": True}))
+    (root / "seven" / "broken.png").write_bytes(b"not a png")
+    out = cli("index", str(root), "--collection", "folder", "--url", server.url, "--batch", "16")
+    assert "61 images: 60 indexed, 0 already there, 1 failed" in out
+    again = cli("index", str(root), "--collection", "folder", "--url", server.url)
+    assert "0 indexed, 60 already there" in again
+    assert httpx.get(f"{server.url}/v1/collections/folder").json()["count"] == 60
+    hits = httpx.post(
+        f"{server.url}/v1/collections/folder/search",
+        json={"query": {"text": "x"}, "filter": {"must": [{"key": "seven", "match": True}]}},
+    ).json()["results"]
+    assert len(hits) == 1
+    payload = hits[0]["payload"]
+    assert payload["folder"] == "seven" and payload["path"] == f"seven/{first.name}"
+    assert payload["source"] == "mnist" and len(payload["sha256"]) == 64
+
+
+def test_eval_reports_zero_shot_and_retrieval(
+    server: Server, tmp_path: Path, model_dir: Path
+) -> None:
+    root = tmp_path / "eval"
+    write_image_folder(root, 300)
+    out = cli("eval", str(root), "--url", server.url)
+    top1 = float(re.search(r"zero-shot top-1 (\S+)", out).group(1))  # type: ignore[union-attr]
+    assert "300 images, 10 classes" in out and "recall@10" in out
+    assert top1 > 0.3  # chance: 0.1
+    assert abs(top1 - load_manifest(model_dir).card["zero_shot"]["top1"]) < 0.08
