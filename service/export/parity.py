@@ -107,7 +107,10 @@ def _stats(cos: np.ndarray) -> TowerParity:
     return TowerParity(int(cos.size), float(cos.min()), float(cos.mean()))
 
 
-def measure(src: SourceModel, manifest: Manifest, model_dir: Path) -> ParityReport:
+def measure(
+    src: SourceModel, manifest: Manifest, model_dir: Path, opts: OrtOptions | None = None
+) -> ParityReport:
+    """`opts` picks the execution providers (CPU by default; CUDA on a GPU machine)."""
     precision = manifest.towers["image"].precision
     threshold = THRESHOLDS[precision]
     files = photos()
@@ -118,7 +121,7 @@ def measure(src: SourceModel, manifest: Manifest, model_dir: Path) -> ParityRepo
         [Image.open(io.BytesIO(data)).convert("RGB") for _, data in files]
     )
     diff = np.abs(our_pixels - ref_pixels)
-    opts = OrtOptions()
+    opts = opts or OrtOptions()
     image_runner = OrtTowerRunner(
         manifest.towers["image"].onnx_file(model_dir), manifest.towers["image"], opts
     )
