@@ -145,3 +145,7 @@ def test_offline_hub_id_gives_a_clear_error(
         export_model("hf:openai/clip-vit-base-patch32", tmp_path / "x")
     with pytest.raises(ExportError, match="unknown source"):
         export_model("nowhere:thing", tmp_path / "y")
+    with pytest.raises(ExportError, match="no such model folder"):
+        export_model(f"hf:{tmp_path / 'not-here'}", tmp_path / "z")
+    with pytest.raises(ExportError, match="cannot load Hugging Face model folder"):
+        export_model(f"hf:{tmp_path}", tmp_path / "w")  # a folder, but no checkpoint in it

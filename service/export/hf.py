@@ -39,20 +39,69 @@ class _TextTower(torch.nn.Module):
         return self.projection(pooled) if self.projection is not None else pooled
 
 
-def _load(ref: str) -> tuple[Any, Any, Any]:
+def _looks_like_path(ref: str) -> bool:
+    """A hub id is `name` or `namespace/name`; anything else is meant as a folder."""
+    return ref.startswith(("/", ".", "~")) or ref.count("/") > 1 or "\\" in ref
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the hub, instead of minutes of retries when offline."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", port), timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _from_pretrained(ref: str, local_only: bool) -> tuple[Any, Any, Any]:
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-    local = Path(ref).is_dir()
-    try:
-        model = AutoModel.from_pretrained(ref, local_files_only=local)
-        image_processor = AutoImageProcessor.from_pretrained(ref, local_files_only=local)
-        tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local)
-    except OSError as exc:
-        hint = "" if local else " (offline? download it where there is network, pass the folder)"
-        raise ExportError(f"cannot load Hugging Face model {ref!r}{hint}: {exc}") from exc
-    if not tokenizer.is_fast:
+    model = AutoModel.from_pretrained(ref, local_files_only=local_only)
+    image_processor = AutoImageProcessor.from_pretrained(ref, local_files_only=local_only)
+    tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local_only)
+    return model, image_processor, tokenizer
+
+
+def _load(ref: str) -> tuple[Any, Any, Any]:
+    """A local folder, else a hub id from the local cache, else from the hub (if reachable)."""
+    folder = Path(ref).expanduser()
+    if folder.is_dir():
+        try:
+            model, ip, tok = _from_pretrained(str(folder), local_only=True)
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"cannot load Hugging Face model folder {ref!r}: {exc}") from exc
+    elif _looks_like_path(ref):
+        raise ExportError(f"no such model folder: {ref!r}")
+    else:
+        try:
+            model, ip, tok = _from_pretrained(ref, local_only=True)
+        except (OSError, ValueError):
+            if not _hub_reachable():
+                raise ExportError(
+                    f"cannot load Hugging Face model {ref!r}: it is not in the local cache and "
+                    "the hub cannot be reached (offline). Download it where there is network "
+                    f"(`hf download {ref} --local-dir DIR`) and export hf:DIR"
+                ) from None
+            try:
+                model, ip, tok = _from_pretrained(ref, local_only=False)
+            except (OSError, ValueError) as exc:
+                raise ExportError(f"cannot load Hugging Face model {ref!r}: {exc}") from exc
+    if not tok.is_fast:
         raise ExportError(f"{ref}: a fast tokenizer (tokenizer.json) is needed")
-    return model.eval(), image_processor, tokenizer
+    return model.eval(), ip, tok
+
+
+def _get(value: object, key: str) -> object:
+    return value.get(key) if isinstance(value, dict) else getattr(value, key, None)
 
 
 def _size(value: object) -> int:
@@ -60,24 +109,30 @@ def _size(value: object) -> int:
     if isinstance(value, int):
         return value
     for key in ("shortest_edge", "height", "width"):
-        found = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
-        if found:
+        found = _get(value, key)
+        if isinstance(found, int | float | str) and found:
             return int(found)
     raise ExportError(f"cannot read an image size from {value!r}")
+
+
+def _embedding_dim(model: Any) -> int:
+    projection = getattr(model.config, "projection_dim", None)
+    return int(projection) if projection else int(model.config.text_config.hidden_size)
 
 
 def load_hf(ref: str) -> SourceModel:
     model, ip, tok = _load(ref)
     family = "siglip" if "siglip" in model.config.model_type else "clip"
-    if family == "siglip":
-        raise ExportError("SigLIP export is not supported yet")
-    crop = _size(ip.crop_size) if getattr(ip, "do_center_crop", False) else _size(ip.size)
+    cropped = bool(getattr(ip, "do_center_crop", False))
+    crop = _size(ip.crop_size) if cropped else _size(ip.size)
+    # CLIP processors resize the shortest edge, SigLIP's resize to height x width (squash)
+    shortest = _get(ip.size, "shortest_edge") is not None
     image = ImagePreprocess(
         size=crop,
-        resize="shortest",
+        resize="shortest" if shortest else "squash",
         resize_size=_size(ip.size),
         interpolation=_RESAMPLE.get(int(ip.resample), "bicubic"),  # type: ignore[arg-type]
-        crop="center" if getattr(ip, "do_center_crop", False) else "none",
+        crop="center" if cropped else "none",
         crop_offset="floor",  # Hugging Face image processors floor the crop offset
         mean=[float(v) for v in ip.image_mean],
         std=[float(v) for v in ip.image_std],
@@ -113,13 +168,16 @@ def load_hf(ref: str) -> SourceModel:
     return SourceModel(
         name=Path(ref).name,
         family=family,
-        embedding_dim=int(model.config.projection_dim),
+        embedding_dim=_embedding_dim(model),
         image_tower=_ImageTower(model).eval(),
         text_tower=_TextTower(model).eval(),
         image=image,
         text=text,
         tokenizer_json=tokenizer_json,
-        scores=Scores(logit_scale=float(model.logit_scale.exp().item())),
+        scores=Scores(
+            logit_scale=float(model.logit_scale.exp().item()),
+            logit_bias=float(model.logit_bias.item()) if family == "siglip" else None,
+        ),
         reference_pixels=reference_pixels,
         reference_tokens=reference_tokens,
         reference_image=lambda x: features(model.get_image_features(pixel_values=x)),

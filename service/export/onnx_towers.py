@@ -20,6 +20,19 @@ def export_tower(
     """TorchScript-based export with `dynamic_axes`: it keeps the batch axis dynamic for every
     architecture we export (the dynamo exporter freezes it in some attention implementations)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    # nn.MultiheadAttention's fused inference path has no ONNX export; the plain path has
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        _export(tower, example, input_name, output_name, path)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    _check_batches(tower, example, path, input_name)
+
+
+def _export(
+    tower: torch.nn.Module, example: torch.Tensor, input_name: str, output_name: str, path: Path
+) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -32,7 +45,6 @@ def export_tower(
             opset_version=OPSET,
             dynamo=False,
         )
-    _check_batches(tower, example, path, input_name)
 
 
 def _check_batches(tower: torch.nn.Module, example: torch.Tensor, path: Path, name: str) -> None:

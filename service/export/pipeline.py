@@ -27,17 +27,21 @@ def load_source(source: str) -> SourceModel:
         from service.export.hf import load_hf
 
         return load_hf(ref)
-    raise ExportError("open_clip sources are not supported yet")
+    from service.export.openclip import load_open_clip
+
+    return load_open_clip(ref)
 
 
 def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
+    import open_clip
     import transformers
 
     return {
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "open_clip": open_clip.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
         "opset": str(OPSET),

@@ -85,6 +85,10 @@ class OrtTowerRunner:
         so.intra_op_num_threads = opts.intra_op_threads
         so.inter_op_num_threads = opts.inter_op_threads
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if spec.precision == "fp16" and opts.providers[0] == "CPUExecutionProvider":
+            # onnxruntime 1.2x's CPU layout optimisations crash (SIGSEGV) on some fp16 conv
+            # graphs (open_clip ViT patch embeddings); fp16 on CPU is for checks, not speed
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         providers: list[Any] = []
         for name in opts.providers:
             if name == "TensorrtExecutionProvider":
