@@ -54,6 +54,10 @@ class TowerBatcher:
         self._batch_seconds = 0.01  # running estimate, for Retry-After
         self._labels = {"model": model, "tower": tower}
         self._depth = metrics.QUEUE_DEPTH.labels(**self._labels)
+        # items announced but not queued yet (images being decoded); with none on the way and
+        # a light load, a batch goes at once instead of waiting max_wait for company
+        self.incoming = 0
+        self._last_batch = 0
 
     @property
     def depth(self) -> int:
@@ -109,6 +113,8 @@ class TowerBatcher:
         while not self._queue:
             self._wakeup.clear()
             await self._wakeup.wait()
+        if self.incoming <= 0 and self._last_batch <= 1:
+            return
         deadline = self._queue[0].enqueued + self.policy.max_wait_s
         while len(self._queue) < self.policy.max_batch_size:
             remaining = deadline - time.monotonic()
@@ -136,6 +142,7 @@ class TowerBatcher:
             batch = self._take_batch()
             if not batch:
                 continue
+            self._last_batch = len(batch)
             stacked = {k: np.stack([job.feeds[k] for job in batch]) for k in batch[0].feeds}
             started = time.perf_counter()
             try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -18,6 +18,7 @@ import numpy as np
 from service import metrics
 from service.batcher import BatchPolicy, QueueFull, TowerBatcher
 from service.imaging import ImageError
+from service.inputs import ImageSource, source_bytes
 from service.manifest import Tower
 from service.registry import LoadedModel, Registry
 
@@ -88,7 +89,7 @@ class Embedder:
         except TimeoutError:
             raise DeadlineExceeded(f"not done within {self.deadline_s}s") from None
 
-    async def embed_images(self, model: LoadedModel, images: list[bytes]) -> np.ndarray:
+    async def embed_images(self, model: LoadedModel, images: Sequence[ImageSource]) -> np.ndarray:
         """Each image is decoded on the pool and queued as soon as it is ready, so decoding
         overlaps inference; bad images are reported together, by index."""
         batcher = self.batcher(model, "image")
@@ -99,17 +100,21 @@ class Embedder:
             raise QueueFull(1)
         loop = asyncio.get_running_loop()
 
-        def decode(data: bytes) -> np.ndarray:
+        def decode(source: ImageSource) -> np.ndarray:
             started = time.perf_counter()
-            pixels = preprocess(data)
+            pixels = preprocess(source_bytes(source))
             metrics.DECODE_SECONDS.observe(time.perf_counter() - started)
             return pixels
 
-        async def one(data: bytes) -> np.ndarray:
-            pixels = await loop.run_in_executor(self._decode_pool, decode, data)
+        async def one(source: ImageSource) -> np.ndarray:
+            try:
+                pixels = await loop.run_in_executor(self._decode_pool, decode, source)
+            finally:
+                batcher.incoming -= 1
             return (await batcher.submit([{input_name: pixels}]))[0]
 
         self._pending_decodes += len(images)
+        batcher.incoming += len(images)  # tells the batcher that more items are on their way
         try:
             results = await self._timed(
                 asyncio.gather(*(one(d) for d in images), return_exceptions=True)

@@ -14,7 +14,7 @@ from service.api.responses import FastJSON
 from service.api.schemas import EmbeddingsRequest, EmbeddingsResponse, ErrorResponse, ImageItem
 from service.embedder import ImageBatchError
 from service.imaging import ImageError
-from service.inputs import image_bytes
+from service.inputs import ImageSource, image_source
 from service.registry import LoadedModel
 
 router = APIRouter(prefix="/v1", tags=["embeddings"])
@@ -51,11 +51,11 @@ async def embed_image_strings(
     state: AppState, model: LoadedModel, values: list[str], param: str = "input"
 ) -> np.ndarray:
     """Resolve (data URI / base64 / URL) and embed images; every bad item is reported by index."""
-    blobs: list[tuple[int, bytes]] = []
+    blobs: list[tuple[int, ImageSource]] = []
     bad: list[tuple[int, ImageError | ApiError]] = []
     for i, value in enumerate(values):
         try:
-            blobs.append((i, await image_bytes(value, state.image_sources, state.http)))
+            blobs.append((i, await image_source(value, state.image_sources, state.http)))
         except ImageError as exc:
             bad.append((i, exc))
     vectors = np.empty((0, model.dim), dtype=np.float32)
