@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(50_000_000, ge=1, description="pixels per image (bombs)")
     max_text_chars: int = Field(10_000, ge=1, description="characters per text")
     decode_threads: int = Field(0, ge=0, description="image decode threads (0: CPU count)")
+    decode_processes: int = Field(
+        0,
+        ge=0,
+        description="decode images in this many worker processes instead of threads (many-core "
+        "GPU hosts: the GIL caps a thread pool at a few cores)",
+    )
 
     # --- image URLs
     allow_image_urls: bool = Field(False, description="fetch http(s) image URLs")

@@ -7,9 +7,10 @@ texts and images into vectors, so every route gets the same limits, errors and b
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import time
 from collections.abc import Awaitable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -17,10 +18,11 @@ import numpy as np
 
 from service import metrics
 from service.batcher import BatchPolicy, QueueFull, TowerBatcher
-from service.imaging import ImageError
+from service.imaging import ImageError, ImageLimits, ImagePreprocessor
 from service.inputs import ImageSource, source_bytes
-from service.manifest import Tower
+from service.manifest import ImagePreprocess, Tower
 from service.registry import LoadedModel, Registry
+from service.runners.base import RunnerError
 
 T = TypeVar("T")
 
@@ -46,7 +48,7 @@ class Embedder:
         self,
         registry: Registry,
         policy: BatchPolicy,
-        decode_threads: int,
+        decode_pool: Executor,
         max_pending_decodes: int,
         deadline_s: float,
     ) -> None:
@@ -57,9 +59,15 @@ class Embedder:
             for name, model in registry.models.items()
             for tower, runner in model.runners.items()
         }
-        self._decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self._decode_pool = decode_pool
         self._pending_decodes = 0
         self._max_pending_decodes = max_pending_decodes
+
+    def _replace_pool(self) -> Executor:
+        broken = self._decode_pool
+        broken.shutdown(wait=False, cancel_futures=True)
+        workers = getattr(broken, "_max_workers", 1)
+        return decode_pool(workers, workers if isinstance(broken, ProcessPoolExecutor) else 0)
 
     def start(self) -> None:
         for batcher in self.batchers.values():
@@ -93,22 +101,22 @@ class Embedder:
         """Each image is decoded on the pool and queued as soon as it is ready, so decoding
         overlaps inference; bad images are reported together, by index."""
         batcher = self.batcher(model, "image")
-        preprocess = model.images
-        assert preprocess is not None
+        assert model.images is not None
+        spec, limits = model.images.spec, model.images.limits
         input_name = model.manifest.towers["image"].inputs[0].name
         if self._pending_decodes + len(images) > self._max_pending_decodes:
             raise QueueFull(1)
         loop = asyncio.get_running_loop()
 
-        def decode(source: ImageSource) -> np.ndarray:
-            started = time.perf_counter()
-            pixels = preprocess(source_bytes(source))
-            metrics.DECODE_SECONDS.observe(time.perf_counter() - started)
-            return pixels
-
         async def one(source: ImageSource) -> np.ndarray:
             try:
-                pixels = await loop.run_in_executor(self._decode_pool, decode, source)
+                pixels, seconds = await loop.run_in_executor(
+                    self._decode_pool, decode_image, spec, limits, source
+                )
+            except BrokenExecutor:  # a decode process died: replace the pool, refuse this one
+                self._decode_pool = self._replace_pool()
+                raise RunnerError("an image decode worker died; retry") from None
+                metrics.DECODE_SECONDS.observe(seconds)
             finally:
                 batcher.incoming -= 1
             return (await batcher.submit([{input_name: pixels}]))[0]
@@ -128,6 +136,22 @@ class Embedder:
             if isinstance(r, BaseException):
                 raise r
         return np.stack(results)  # type: ignore[arg-type]
+
+
+def decode_image(
+    spec: ImagePreprocess, limits: ImageLimits, source: ImageSource
+) -> tuple[np.ndarray, float]:
+    """Runs on the decode pool (threads or processes, so it is a module-level function)."""
+    started = time.perf_counter()
+    pixels = ImagePreprocessor(spec, limits)(source_bytes(source))
+    return pixels, time.perf_counter() - started
+
+
+def decode_pool(threads: int, processes: int) -> Executor:
+    if processes > 0:
+        context = multiprocessing.get_context("forkserver")  # no fork of a threaded server
+        return ProcessPoolExecutor(processes, mp_context=context)
+    return ThreadPoolExecutor(threads, thread_name_prefix="decode")
 
 
 class ImageBatchError(Exception):

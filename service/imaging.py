@@ -46,6 +46,10 @@ class ImageError(ValueError):
         self.code = code
         self.status = status
 
+    def __reduce__(self) -> tuple[type[ImageError], tuple[str, str, int]]:
+        # survives the trip back from a decode worker process
+        return (ImageError, (self.code, str(self), self.status))
+
 
 @dataclass(frozen=True)
 class ImageLimits:

@@ -17,7 +17,7 @@ from service.api.middleware import BodyLimit, RequestContext, RequestMetrics
 from service.api.routes import classify, collections, embeddings, health, models
 from service.batcher import BatchPolicy
 from service.config import Settings
-from service.embedder import Embedder
+from service.embedder import Embedder, decode_pool
 from service.inputs import ImageSourcePolicy
 from service.registry import Registry
 from service.store import Store
@@ -58,7 +58,7 @@ def create_app(settings: Settings, registry: Registry) -> FastAPI:
         embedder = Embedder(
             registry,
             policy,
-            _decode_threads(settings),
+            decode_pool(_decode_threads(settings), settings.decode_processes),
             max_pending_decodes=settings.max_queue_items,
             deadline_s=settings.request_timeout_s,
         )
