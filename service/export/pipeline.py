@@ -33,19 +33,24 @@ def load_source(source: str) -> SourceModel:
 
 
 def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import open_clip
-    import transformers
+    """Versions of what made this export (the source framework that is not installed is left
+    out: open_clip is not needed to export a Hugging Face checkpoint)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "open_clip": open_clip.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "opset": str(OPSET),
-    }
+    found = {"opset": str(OPSET)}
+    for package in (
+        "torch",
+        "transformers",
+        "open_clip_torch",
+        "onnx",
+        "onnxruntime",
+        "onnxruntime-gpu",
+    ):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 def build_manifest(src: SourceModel, name: str, precision: str) -> Manifest:
