@@ -1,6 +1,6 @@
 """Image preprocessing rate on this machine: one thread, then a pool of N threads.
 
-    python benchmarks/decode_rate.py --threads 16 --size 600x400
+python benchmarks/decode_rate.py --threads 16 --size 600x400
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def main() -> None:
         t = time.perf_counter()
         list(pool.map(lambda i: pre(blobs[i % 32]), range(n)))
         many = n / (time.perf_counter() - t)
-    print(f"{args.size} JPEG -> {args.target}: 1 thread {one:.0f}/s, {args.threads} threads {many:.0f}/s")
+    print(
+        f"{args.size} JPEG -> {args.target}: 1 thread {one:.0f}/s, {args.threads} threads {many:.0f}/s"
+    )
 
 
 if __name__ == "__main__":

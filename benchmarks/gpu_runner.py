@@ -23,7 +23,22 @@ def build(folder: Path) -> None:
 
     from training.tiny_hf import save_hf_folder, word_tokenizer
 
-    words = ["a", "photo", "of", "the", "cat", "dog", "astronaut", "coffee", "rocket", "red", "car", "number", "seven", "digit"]
+    words = [
+        "a",
+        "photo",
+        "of",
+        "the",
+        "cat",
+        "dog",
+        "astronaut",
+        "coffee",
+        "rocket",
+        "red",
+        "car",
+        "number",
+        "seven",
+        "digit",
+    ]
     tok = word_tokenizer(words)
     torch.manual_seed(0)
     config = CLIPConfig()
