@@ -36,9 +36,8 @@ def main() -> None:
         t = time.perf_counter()
         list(pool.map(lambda i: pre(blobs[i % 32]), range(n)))
         many = n / (time.perf_counter() - t)
-    print(
-        f"{args.size} JPEG -> {args.target}: 1 thread {one:.0f}/s, {args.threads} threads {many:.0f}/s"
-    )
+    head = f"{args.size} JPEG -> {args.target}"
+    print(f"{head}: 1 thread {one:.0f}/s, {args.threads} threads {many:.0f}/s")
 
 
 if __name__ == "__main__":
