@@ -34,7 +34,7 @@ def prompts(label: str, templates: list[str]) -> list[str]:
 class TextCache:
     """LRU of text embeddings per (model, text): repeated labels are not encoded again."""
 
-    def __init__(self, capacity: int = 50_000) -> None:
+    def __init__(self, capacity: int = 20_000) -> None:  # ~40 MB of 512-d vectors
         self.capacity = capacity
         self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self.hits = self.misses = 0

@@ -185,6 +185,31 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print("\n".join(report.lines()))
 
 
+def cmd_store_optimize(args: argparse.Namespace) -> None:
+    import asyncio
+    import time
+
+    from service.store import StoreError, StoreUnavailable, open_store, optimize_embedded
+
+    async def run() -> None:
+        store = open_store(
+            "edge", args.data_dir or Settings.model_validate({}).data_dir, None, None
+        )
+        await store.open()
+        try:
+            start = time.perf_counter()
+            for name, changed in await optimize_embedded(store, args.collection or None):
+                print(f"{name}: {'optimized' if changed else 'already optimal'}", flush=True)
+            print(f"done in {time.perf_counter() - start:.1f} s")
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(run())
+    except (StoreError, StoreUnavailable) as exc:
+        _fail(str(exc))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -216,6 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--api-key", default=None)
     evaluate.add_argument("--model", default=None)
     evaluate.set_defaults(func=cmd_eval)
+
+    optimize = sub.add_parser(
+        "store-optimize",
+        help="build HNSW indexes and vacuum the embedded store (with the server stopped)",
+    )
+    optimize.add_argument("--data-dir", default=None, help="default: CLIPSERVE_DATA_DIR or data")
+    optimize.add_argument("--collection", action="append", help="default: every collection")
+    optimize.set_defaults(func=cmd_store_optimize)
 
     bench = sub.add_parser("bench", help="load-test a running server")
     bench.add_argument("--url", default="http://127.0.0.1:8000")

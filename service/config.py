@@ -93,12 +93,39 @@ class Settings(BaseSettings):
 
     # --- store
     data_dir: Path = Field(Path("data"), description="embedded Qdrant store directory")
+    store_engine: Literal["edge", "local"] = Field(
+        "edge",
+        description="embedded engine: Qdrant Edge (fast, default) or qdrant-client local mode",
+    )
     qdrant_url: str | None = Field(None, description="Qdrant server URL (replaces embedded)")
     qdrant_api_key: str | None = Field(None, description="Qdrant API key")
 
     # --- triton
     triton_url: str = Field("localhost:8001", description="Triton server address")
     triton_protocol: Literal["grpc", "http"] = Field("grpc", description="Triton protocol")
+    triton_model_name: str = Field(
+        "{tower}",
+        description="Triton model name of a tower; {model}: clipserve model, {tower}: tower "
+        "folder (default fits tritonserver --model-repository=models/<name>)",
+    )
+    triton_model_version: str = Field("", description="Triton model version (empty: latest)")
+    triton_timeout_s: float = Field(30.0, gt=0, description="Triton inference call timeout")
+    triton_connect_timeout_s: float = Field(
+        2.0, gt=0, description="Triton connect timeout (and readiness probe timeout)"
+    )
+    triton_retries: int = Field(2, ge=0, description="retries on transient Triton errors")
+    triton_retry_backoff_s: float = Field(
+        0.1, ge=0, description="first retry delay, doubled on each retry"
+    )
+    triton_startup_wait_s: float = Field(
+        30.0, ge=0, description="how long start-up waits for Triton and its models"
+    )
+    triton_shm: bool = Field(
+        False, description="send large inputs through system shared memory (Triton on this host)"
+    )
+    triton_shm_min_bytes: int = Field(
+        1 << 20, ge=0, description="smallest batch (bytes of input) sent through shared memory"
+    )
 
     @field_validator("models", "providers", "url_allowlist", "api_keys", mode="before")
     @classmethod

@@ -148,7 +148,32 @@ def test_classify_reproduces_the_measured_zero_shot_accuracy(
     assert [r[0]["label"] for r in direct] == [r[0]["label"] for r in out[:5]]
 
 
-def test_points_get_and_delete(srv: Server, digits: object) -> None:
+def test_collection_options_pass_through(srv: Server) -> None:
+    url = f"{srv.url}/v1/collections/tuned"
+    options = {
+        "distance": "dot",
+        "on_disk": True,
+        "hnsw_m": 8,
+        "hnsw_ef_construct": 64,
+        "quantization": "scalar",
+        "payload_indexes": {"n": "integer", "tag": "keyword"},
+    }
+    created = httpx.put(url, json=options)
+    assert created.status_code == 201, created.text
+    config = httpx.get(url).json()["config"]
+    assert {k: config[k] for k in options} == options
+    items = [
+        {"id": i, "text": NAMES[i], "payload": {"n": i, "tag": "ab"[i % 2]}} for i in range(10)
+    ]
+    assert httpx.post(f"{url}/points", json={"items": items}).status_code == 200
+    flt = {"must": [{"key": "tag", "match": "a"}, {"key": "n", "range": {"gt": 3}}]}
+    hits = search(srv, {"query": {"text": "four"}, "filter": flt, "limit": 10}, "tuned")
+    assert sorted(h["id"] for h in hits) == [4, 6, 8]
+    assert httpx.put(url, json=options).status_code == 200  # idempotent
+    assert httpx.delete(url).status_code == 204
+
+
+def test_points_get_and_delete(srv: Server, digits: tuple[list[str], np.ndarray]) -> None:
     url = f"{srv.url}/v1/collections/scratch"
     assert httpx.put(url).status_code == 201
     items = [{"id": i, "text": NAMES[i], "payload": {"n": i}} for i in range(10)]
@@ -156,6 +181,11 @@ def test_points_get_and_delete(srv: Server, digits: object) -> None:
     again = httpx.post(f"{url}/points", json={"items": [{"text": "seven"}, {"text": "seven"}]})
     ids = again.json()["ids"]
     assert ids[0] == ids[1]  # content ids: the same text is the same point
+    uri = digits[0][0]
+    images = [{"image": uri}, {"image": uri.partition(",")[2]}]  # data: URI, bare base64
+    image_ids = httpx.post(f"{url}/points", json={"items": images}).json()["ids"]
+    assert image_ids[0] == image_ids[1]
+    assert httpx.delete(f"{url}/points/{image_ids[0]}").status_code == 204
     assert httpx.get(f"{url}").json()["count"] == 11
     point = httpx.get(f"{url}/points/3", params={"with_vector": True}).json()
     assert point["payload"] == {"n": 3} and len(point["vector"]) > 0
@@ -192,6 +222,23 @@ def test_points_get_and_delete(srv: Server, digits: object) -> None:
         ("get", "/v1/collections/nope", None, 404, "collection_not_found"),
         ("put", "/v1/collections/bad%20name", None, 422, "invalid_request"),
         ("put", "/v1/collections/x1", {"model": "nope"}, 404, "model_not_found"),
+        ("put", "/v1/collections/x1", {"quantization": "pq"}, 422, "invalid_request"),
+        ("put", "/v1/collections/x1", {"payload_indexes": {"g": "geo"}}, 422, "invalid_request"),
+        ("put", "/v1/collections/x1", {"payload_indexes": {"a b": "bool"}}, 422, "invalid_request"),
+        (
+            "post",
+            "/v1/collections/digits/search",
+            {"query": {"text": "x"}, "filter": {"must": [{"key": "a..b", "match": 1}]}},
+            422,
+            "invalid_request",
+        ),
+        (
+            "post",
+            "/v1/collections/digits/search",
+            {"query": {"text": "x"}, "filter": {"must": [{"key": "a", "match": 1.5}]}},
+            422,
+            "invalid_request",
+        ),
         (
             "post",
             "/v1/collections/digits/search",
@@ -304,3 +351,25 @@ def test_restart_keeps_collections_points_and_label_sets(
             f"{again.url}/v1/classify", json={"images": held_out(N)[0][:3], "label_set": "digits"}
         )
         assert out.status_code == 200
+
+
+def test_acknowledged_writes_survive_a_crash(tmp_path: Path) -> None:
+    """kill -9 right after the answers: the write-ahead log brings everything back."""
+    args = ["--models-dir", str(MODELS_DIR), "--models", DEFAULT_MODEL, "--data-dir", str(tmp_path)]
+    with run_server(tmp_path, *args) as first:
+        url = f"{first.url}/v1/collections/crash"
+        assert httpx.put(url).status_code == 201
+        items = [{"id": i, "text": NAMES[i], "payload": {"n": i}} for i in range(10)]
+        assert httpx.post(f"{url}/points", json={"items": items}).status_code == 200
+        assert httpx.post(f"{url}/points/delete", json={"ids": [0, 1]}).status_code == 204
+        put = httpx.put(f"{first.url}/v1/label-sets/crash", json={"labels": ["one", "two"]})
+        assert put.status_code == 200
+        first.process.kill()
+        first.process.wait(timeout=10)
+    with run_server(tmp_path, *args) as second:
+        url = f"{second.url}/v1/collections/crash"
+        assert httpx.get(url).json()["count"] == 8
+        assert httpx.get(f"{url}/points/5").json()["payload"] == {"n": 5}
+        assert httpx.get(f"{url}/points/0").status_code == 404
+        label_set = httpx.get(f"{second.url}/v1/label-sets/crash", params={"with_labels": True})
+        assert label_set.json()["labels"] == ["one", "two"]

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
-from service.filters import PayloadFilter
+from service.filters import KEY_PATTERN, PayloadFilter
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 PointId = int | str
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+PayloadKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=KEY_PATTERN)]
 
 
 class _Request(BaseModel):
@@ -25,6 +34,14 @@ class CollectionCreate(_Request):
     quantization: Literal["none", "scalar", "binary"] = "none"
     shard_number: int | None = Field(None, ge=1, le=1024)
     replication_factor: int | None = Field(None, ge=1, le=16)
+    payload_indexes: dict[PayloadKey, Literal["keyword", "integer", "float", "bool", "uuid"]] = (
+        Field(
+            default_factory=dict,
+            max_length=64,
+            description='payload keys to index by type, e.g. {"digit": "integer"}: '
+            "filters on them stay fast as the collection grows",
+        )
+    )
 
 
 class CollectionOut(BaseModel):
@@ -43,7 +60,7 @@ class PointIn(_Request):
     id: PointId | None = Field(None, description="int or UUID; default: a content hash UUID")
     image: str | None = Field(None, description="data: URI or base64 (or URL when enabled)")
     text: str | None = None
-    vector: list[float] | None = None
+    vector: list[FiniteFloat] | None = Field(None, min_length=1, max_length=65_536)
     payload: dict[str, Any] | None = None
 
     @model_validator(mode="after")
@@ -91,7 +108,7 @@ class DeletePoints(_Request):
 class Query(_Request):
     text: str | None = None
     image: str | None = None
-    vector: list[float] | None = None
+    vector: list[FiniteFloat] | None = Field(None, min_length=1, max_length=65_536)
     id: PointId | None = None
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 import numpy as np
@@ -44,3 +45,16 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
+
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def readiness_checks(runners: Iterable[object]) -> dict[str, ReadinessCheck]:
+    """/readyz checks offered by runners with a remote dependency (`readiness_checks()`)."""
+    checks: dict[str, ReadinessCheck] = {}
+    for runner in runners:
+        offer = getattr(runner, "readiness_checks", None)
+        if offer is not None:
+            checks.update(offer())
+    return checks

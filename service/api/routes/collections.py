@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import numpy as np
@@ -29,10 +30,9 @@ from service.api.schemas_store import (
     UpsertRequest,
     UpsertResponse,
 )
-from service.filters import to_qdrant
 from service.imaging import ImageError
 from service.registry import LoadedModel
-from service.store import CollectionInfo, CollectionOptions
+from service.store import CollectionInfo, CollectionOptions, SearchQuery
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
@@ -48,15 +48,19 @@ def _out(info: CollectionInfo) -> CollectionOut:
         name=info.name,
         model=info.model,
         dimension=info.dimension,
-        count=info.count,
-        config=dict(info.options.__dict__),
+        count=info.count or 0,
+        config=asdict(info.options),
     )
 
 
 def content_id(item: PointIn) -> str:
-    """Deterministic id from the content, so re-sending the same item overwrites, not duplicates."""
+    """Deterministic id from the content, so re-sending the same item overwrites, not duplicates
+    (an image as a data: URI or as bare base64 is the same image)."""
     if item.image is not None:
-        digest = hashlib.sha256(b"image:" + item.image.encode()).hexdigest()
+        image = item.image
+        if image[:5].lower() == "data:":
+            image = image.partition(",")[2]
+        digest = hashlib.sha256(b"image:" + image.encode()).hexdigest()
     elif item.text is not None:
         digest = hashlib.sha256(b"text:" + item.text.encode()).hexdigest()
     else:
@@ -167,7 +171,7 @@ async def upsert_points(name: Name, body: UpsertRequest, state: State) -> Upsert
     """All or nothing: if any item is bad, none is written and each bad item is listed.
     The answer comes only after Qdrant has written the points."""
     check_items(state, len(body.items), "items")
-    info = await state.store.collection(name)
+    info = await state.store.collection(name, count=False)
     needs_model = any(it.vector is None for it in body.items)
     model = _model(state, info) if needs_model else None
     ids = [_check_id(it.id) if it.id is not None else content_id(it) for it in body.items]
@@ -179,31 +183,31 @@ async def upsert_points(name: Name, body: UpsertRequest, state: State) -> Upsert
 @router.post("/{name}/points/exists", response_model=ExistingIds, responses=_ERRORS)
 async def existing_points(name: Name, body: PointIds, state: State) -> ExistingIds:
     """Which of these ids are stored (lets a bulk indexer resume without re-sending)."""
-    await state.store.collection(name)
+    await state.store.collection(name, count=False)
     found = await state.store.existing_ids(name, [_check_id(i) for i in body.ids])
     return ExistingIds(ids=found)
 
 
 @router.get("/{name}/points/{point_id}", response_model=PointOut, responses=_ERRORS)
 async def get_point(name: Name, point_id: str, state: State, with_vector: bool = False) -> PointOut:
-    await state.store.collection(name)
+    await state.store.collection(name, count=False)
     p = await state.store.get_point(name, _check_id(point_id), with_vector)
     return PointOut(id=p.id, payload=p.payload, vector=p.vector)
 
 
 @router.delete("/{name}/points/{point_id}", status_code=204, responses=_ERRORS)
 async def delete_point(name: Name, point_id: str, state: State) -> Response:
-    await state.store.collection(name)
+    await state.store.collection(name, count=False)
     await state.store.delete_points(name, [_check_id(point_id)], None)
     return Response(status_code=204)
 
 
 @router.post("/{name}/points/delete", status_code=204, responses=_ERRORS)
 async def delete_points(name: Name, body: DeletePoints, state: State) -> Response:
-    await state.store.collection(name)
+    """By ids or by payload filter; answered once the points are gone."""
+    await state.store.collection(name, count=False)
     ids = [_check_id(i) for i in body.ids] if body.ids is not None else None
-    flt = to_qdrant(body.filter) if body.filter is not None else None
-    await state.store.delete_points(name, ids, flt)
+    await state.store.delete_points(name, ids, body.filter)
     return Response(status_code=204)
 
 
@@ -229,23 +233,19 @@ async def query_vector(state: AppState, info: CollectionInfo, query: Query) -> n
 
 @router.post("/{name}/search", response_model=SearchResponse, responses=_ERRORS)
 async def search(name: Name, body: SearchRequest, state: State) -> SearchResponse:
-    from qdrant_client import models
-
-    info = await state.store.collection(name)
+    info = await state.store.collection(name, count=False)
     vector = await query_vector(state, info, body.query)
-    flt = to_qdrant(body.filter) if body.filter is not None else None
-    if body.query.id is not None:  # "more like this": leave the example itself out
-        exclude = models.HasIdCondition(has_id=[_check_id(body.query.id)])
-        flt = flt or models.Filter()
-        flt.must_not = [*(flt.must_not or []), exclude]
-    hits = await state.store.search(
-        name,
-        vector,
-        flt,
-        body.limit,
-        body.offset,
-        body.score_threshold,
-        body.with_payload,
-        body.with_vectors,
+    # "more like this" (query by stored id): leave the example itself out
+    exclude = [_check_id(body.query.id)] if body.query.id is not None else []
+    query = SearchQuery(
+        vector=vector.tolist(),
+        filter=body.filter,
+        exclude=exclude,
+        limit=body.limit,
+        offset=body.offset,
+        score_threshold=body.score_threshold,
+        with_payload=body.with_payload,
+        with_vectors=body.with_vectors,
     )
+    hits = await state.store.search(name, query)
     return SearchResponse.model_validate({"results": [h.__dict__ for h in hits]})

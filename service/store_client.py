@@ -1,0 +1,179 @@
+"""Store backend over `qdrant-client`: a Qdrant server or cluster by URL (API key; TLS with an
+https URL), or the client's local mode on a path (pure Python, brute force; kept as a fallback
+and to test this code path without a server)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient, models
+
+from service.filters import PayloadFilter, to_qdrant
+from service.store import (
+    CollectionOptions,
+    Hit,
+    IndexKind,
+    Point,
+    PointId,
+    SearchQuery,
+    StoredPoint,
+    point_id,
+)
+
+log = logging.getLogger(__name__)
+
+_DISTANCES = {
+    "cosine": models.Distance.COSINE,
+    "dot": models.Distance.DOT,
+    "euclid": models.Distance.EUCLID,
+}
+
+
+def _quantization(kind: str) -> models.QuantizationConfig | None:
+    if kind == "scalar":
+        return models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+        )
+    if kind == "binary":
+        return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+    return None
+
+
+def _vector(value: Any) -> list[float] | None:
+    return list(value) if isinstance(value, list) else None
+
+
+class ClientBackend:
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, path: Path | None = None
+    ) -> None:
+        if url:
+            # the version check runs in open(), awaited, instead of a background thread
+            self.client = AsyncQdrantClient(
+                url=url, api_key=api_key, timeout=30, check_compatibility=False
+            )
+            self.mode = "server"
+        else:
+            assert path is not None
+            path.mkdir(parents=True, exist_ok=True)
+            self.client = AsyncQdrantClient(path=str(path))
+            self.mode = "local"
+
+    async def open(self) -> None:
+        if self.mode != "server":
+            return
+        from importlib.metadata import version
+
+        from qdrant_client.common.version_check import is_compatible
+
+        server, client = (await self.client.info()).version, version("qdrant-client")
+        if not is_compatible(client, server):
+            log.warning("Qdrant server %s may not work with qdrant-client %s", server, client)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def healthy(self) -> bool:
+        await self.client.get_collections()
+        return True
+
+    async def exists(self, name: str) -> bool:
+        return bool(await self.client.collection_exists(name))
+
+    async def dimension(self, name: str) -> int:
+        params = (await self.client.get_collection(name)).config.params.vectors
+        if not isinstance(params, models.VectorParams):
+            raise ValueError(f"collection {name!r} has named vectors; clipserve uses one vector")
+        return int(params.size)
+
+    async def create(self, name: str, dim: int, opts: CollectionOptions) -> None:
+        hnsw = None
+        if opts.hnsw_m is not None or opts.hnsw_ef_construct is not None:
+            hnsw = models.HnswConfigDiff(m=opts.hnsw_m, ef_construct=opts.hnsw_ef_construct)
+        await self.client.create_collection(
+            name,
+            vectors_config=models.VectorParams(
+                size=dim, distance=_DISTANCES[opts.distance], on_disk=opts.on_disk
+            ),
+            hnsw_config=hnsw,
+            quantization_config=_quantization(opts.quantization),
+            shard_number=opts.shard_number,
+            replication_factor=opts.replication_factor,
+        )
+        for key, kind in opts.payload_indexes.items():
+            await self.index_payload(name, key, kind)
+
+    async def index_payload(self, name: str, key: str, kind: IndexKind) -> None:
+        """A payload index (local mode always scans: nothing to do)."""
+        if self.mode == "local":
+            return
+        schema = models.PayloadSchemaType(kind)
+        await self.client.create_payload_index(name, key, field_schema=schema, wait=True)
+
+    async def drop(self, name: str) -> None:
+        await self.client.delete_collection(name)
+
+    async def names(self) -> list[str]:
+        return sorted(c.name for c in (await self.client.get_collections()).collections)
+
+    async def upsert(self, name: str, points: Sequence[Point]) -> None:
+        structs = [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points]
+        await self.client.upsert(name, structs, wait=True)
+
+    async def retrieve(
+        self, name: str, ids: Sequence[PointId], with_payload: bool, with_vectors: bool
+    ) -> list[StoredPoint]:
+        found = await self.client.retrieve(
+            name, list(ids), with_payload=with_payload, with_vectors=with_vectors
+        )
+        return [StoredPoint(point_id(p.id), p.payload, _vector(p.vector)) for p in found]
+
+    async def delete(
+        self, name: str, ids: Sequence[PointId] | None, flt: PayloadFilter | None
+    ) -> None:
+        selector: models.PointIdsList | models.FilterSelector
+        if ids is not None:
+            selector = models.PointIdsList(points=list(ids))
+        else:
+            selector = models.FilterSelector(filter=to_qdrant(flt or PayloadFilter()))
+        await self.client.delete(name, selector, wait=True)
+
+    async def query(self, name: str, q: SearchQuery) -> list[Hit]:
+        flt = to_qdrant(q.filter or PayloadFilter(), q.exclude) if q.filter or q.exclude else None
+        result = await self.client.query_points(
+            name,
+            query=q.vector,
+            query_filter=flt,
+            limit=q.limit,
+            offset=q.offset,
+            score_threshold=q.score_threshold,
+            with_payload=q.with_payload,
+            with_vectors=q.with_vectors,
+        )
+        return [
+            Hit(
+                point_id(p.id),
+                float(p.score),
+                p.payload if q.with_payload else None,
+                _vector(p.vector) if q.with_vectors else None,
+            )
+            for p in result.points
+        ]
+
+    async def count(self, name: str) -> int:
+        return int((await self.client.count(name, exact=True)).count)
+
+    async def scroll(
+        self, name: str, flt: PayloadFilter | None, limit: int, with_vectors: bool
+    ) -> list[StoredPoint]:
+        records, _ = await self.client.scroll(
+            name,
+            scroll_filter=to_qdrant(flt) if flt is not None else None,
+            limit=limit,
+            with_payload=True,
+            with_vectors=with_vectors,
+        )
+        return [StoredPoint(point_id(p.id), p.payload, _vector(p.vector)) for p in records]
