@@ -1,0 +1,196 @@
+{{/* Chart name, truncated to the 63 characters a DNS label allows. */}}
+{{- define "clipserve.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: release-chart, or the release name alone when it already contains the chart name.
+Kept to 56 characters so that "<fullname>-triton" still fits 63.
+*/}}
+{{- define "clipserve.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 56 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 56 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 56 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "clipserve.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "clipserve.labels" -}}
+helm.sh/chart: {{ include "clipserve.chart" . }}
+{{ include "clipserve.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "clipserve.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "clipserve.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: api
+{{- end }}
+
+{{- define "clipserve.triton.fullname" -}}
+{{- printf "%s-triton" (include "clipserve.fullname" .) }}
+{{- end }}
+
+{{- define "clipserve.triton.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "clipserve.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: triton
+{{- end }}
+
+{{- define "clipserve.triton.labels" -}}
+helm.sh/chart: {{ include "clipserve.chart" . }}
+{{ include "clipserve.triton.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.triton.image.tag | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "clipserve.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "clipserve.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The clipserve image: repository:tag or repository@digest; the CUDA tag when gpu.enabled. */}}
+{{- define "clipserve.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- $tag := .Values.image.tag | default (printf "%s%s" .Chart.AppVersion (ternary .Values.gpu.imageTagSuffix "" .Values.gpu.enabled)) }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Directory clipserve reads models from. */}}
+{{- define "clipserve.modelsDir" -}}
+{{- if eq .Values.models.source "image" }}/app/models{{ else }}{{ .Values.models.mountPath }}{{ end }}
+{{- end }}
+
+{{- define "clipserve.apiKeysSecretName" -}}
+{{- .Values.apiKeys.existingSecret | default (printf "%s-api-keys" (include "clipserve.fullname" .)) }}
+{{- end }}
+
+{{- define "clipserve.apiKeysSecretKey" -}}
+{{- if .Values.apiKeys.existingSecret }}{{ .Values.apiKeys.existingSecretKey }}{{ else }}api-keys{{ end }}
+{{- end }}
+
+{{- define "clipserve.qdrantSecretName" -}}
+{{- .Values.qdrant.external.existingSecret | default (printf "%s-qdrant" (include "clipserve.fullname" .)) }}
+{{- end }}
+
+{{- define "clipserve.qdrantSecretKey" -}}
+{{- if .Values.qdrant.external.existingSecret }}{{ .Values.qdrant.external.existingSecretKey }}{{ else }}api-key{{ end }}
+{{- end }}
+
+{{/* True when a Qdrant API key is configured (chart-made or existing Secret). */}}
+{{- define "clipserve.qdrantApiKey" -}}
+{{- if and (eq .Values.qdrant.mode "external") (or .Values.qdrant.external.apiKey .Values.qdrant.external.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{- define "clipserve.dataClaimName" -}}
+{{- .Values.persistence.existingClaim | default (printf "%s-data" (include "clipserve.fullname" .)) }}
+{{- end }}
+
+{{- define "clipserve.modelsClaimName" -}}
+{{- .Values.models.pvc.existingClaim }}
+{{- end }}
+
+{{/* Whether /data is a PVC: for the embedded store only. */}}
+{{- define "clipserve.dataPersistent" -}}
+{{- if eq .Values.qdrant.mode "embedded" }}true{{ end }}
+{{- end }}
+
+{{/*
+Combinations that cannot work: fail at render time with a message rather than deploy them.
+*/}}
+{{- define "clipserve.validate" -}}
+{{- if eq .Values.qdrant.mode "embedded" }}
+{{- if gt (int .Values.replicaCount) 1 }}
+{{- fail "qdrant.mode=embedded keeps the store in one pod's volume: replicaCount must be 1 (use qdrant.mode=external to scale out)" }}
+{{- end }}
+{{- if .Values.autoscaling.enabled }}
+{{- fail "autoscaling needs qdrant.mode=external: the embedded store allows one replica" }}
+{{- end }}
+{{- end }}
+{{- if and (eq .Values.qdrant.mode "external") (not .Values.qdrant.external.url) }}
+{{- fail "qdrant.mode=external needs qdrant.external.url (e.g. http://qdrant.qdrant.svc:6333)" }}
+{{- end }}
+{{- if and .Values.apiKeys.enabled (not .Values.apiKeys.existingSecret) (not .Values.apiKeys.keys) }}
+{{- fail "apiKeys.enabled needs apiKeys.keys or apiKeys.existingSecret" }}
+{{- end }}
+{{- if and (eq .Values.models.source "pvc") (not .Values.models.pvc.existingClaim) }}
+{{- fail "models.source=pvc needs models.pvc.existingClaim (a claim that already holds the model repository)" }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (lt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) }}
+{{- fail "autoscaling.maxReplicas must be >= autoscaling.minReplicas" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Volumes and init container that provide the model repository at .Values.models.mountPath for
+a pod (clipserve with models.source pvc|init; Triton always). Argument: dict "root" $ "forTriton" bool.
+*/}}
+{{- define "clipserve.modelsVolume" -}}
+{{- $ := .root }}
+{{- if eq $.Values.models.source "pvc" }}
+- name: models
+  persistentVolumeClaim:
+    claimName: {{ include "clipserve.modelsClaimName" $ }}
+    readOnly: true
+{{- else }}
+- name: models
+  emptyDir:
+    sizeLimit: {{ $.Values.models.init.sizeLimit }}
+{{- end }}
+{{- end }}
+
+{{- define "clipserve.modelsInitContainer" -}}
+{{- $ := .root }}
+{{- if eq $.Values.models.source "init" }}
+- name: fetch-models
+  image: {{ $.Values.models.init.image }}
+  imagePullPolicy: {{ $.Values.models.init.imagePullPolicy }}
+  command:
+    {{- toYaml $.Values.models.init.command | nindent 4 }}
+  env:
+    - name: MODELS_DIR
+      value: {{ $.Values.models.mountPath | quote }}
+    {{- with $.Values.models.init.env }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $.Values.models.init.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml .securityContext | nindent 4 }}
+  volumeMounts:
+    - name: models
+      mountPath: {{ $.Values.models.mountPath }}
+{{- else if and (eq $.Values.models.source "image") .forTriton }}
+{{- /* Triton's image has no models: copy the ones baked into the clipserve image. */}}
+- name: copy-models
+  image: {{ include "clipserve.image" $ }}
+  imagePullPolicy: {{ $.Values.image.pullPolicy }}
+  command: ["sh", "-c", "cp -R /app/models/. \"$MODELS_DIR\"/"]
+  env:
+    - name: MODELS_DIR
+      value: {{ $.Values.models.mountPath | quote }}
+  securityContext:
+    {{- toYaml .securityContext | nindent 4 }}
+  volumeMounts:
+    - name: models
+      mountPath: {{ $.Values.models.mountPath }}
+{{- end }}
+{{- end }}
