@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             settings.models,
             settings.default_model,
             runner_factory(settings),
-            ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+            ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_decode_s),
             warm_up=settings.warmup,
         )
     except (ModelFolderError, ProviderUnavailable, RunnerError) as exc:

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     max_items: int = Field(1024, ge=1, description="inputs per request")
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="encoded bytes per image")
     max_image_pixels: int = Field(50_000_000, ge=1, description="pixels per image (bombs)")
+    max_decode_s: float = Field(
+        10.0, gt=0, description="images slower than this to decode are refused (422)"
+    )
     max_text_chars: int = Field(10_000, ge=1, description="characters per text")
     decode_threads: int = Field(0, ge=0, description="image decode threads (0: CPU count)")
     decode_processes: int = Field(

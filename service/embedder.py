@@ -116,9 +116,9 @@ class Embedder:
             except BrokenExecutor:  # a decode process died: replace the pool, refuse this one
                 self._decode_pool = self._replace_pool()
                 raise RunnerError("an image decode worker died; retry") from None
-                metrics.DECODE_SECONDS.observe(seconds)
             finally:
                 batcher.incoming -= 1
+            metrics.DECODE_SECONDS.observe(seconds)
             return (await batcher.submit([{input_name: pixels}]))[0]
 
         self._pending_decodes += len(images)
@@ -144,7 +144,13 @@ def decode_image(
     """Runs on the decode pool (threads or processes, so it is a module-level function)."""
     started = time.perf_counter()
     pixels = ImagePreprocessor(spec, limits)(source_bytes(source))
-    return pixels, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if seconds > limits.max_decode_s:  # the pixel limit bounds the work; this bounds the time
+        raise ImageError(
+            "image_decode_too_slow",
+            f"image took {seconds:.2f}s to decode, limit {limits.max_decode_s}s",
+        )
+    return pixels, seconds
 
 
 def decode_pool(threads: int, processes: int) -> Executor:

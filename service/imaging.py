@@ -55,6 +55,7 @@ class ImageError(ValueError):
 class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000
+    max_decode_s: float = 10.0
 
 
 def open_image(data: bytes, limits: ImageLimits) -> Image.Image:

@@ -155,6 +155,8 @@ def test_concurrent_requests_are_batched_and_match_unbatched(server: Server, mod
 
 
 def test_metrics_exposes_the_essentials(server: Server) -> None:
+    body = {"input": [data_uri(images(1)[0])], "modality": "image"}
+    assert httpx.post(f"{server.url}/v1/embeddings", json=body).status_code == 200
     text = httpx.get(f"{server.url}/metrics").text
     for name in (
         "clipserve_requests_total",
@@ -166,6 +168,8 @@ def test_metrics_exposes_the_essentials(server: Server) -> None:
         "clipserve_errors_total",
     ):
         assert name in text, name
+    decoded = re.search(r"^clipserve_image_decode_seconds_count (\S+)$", text, re.M)
+    assert decoded and float(decoded.group(1)) > 0  # images were decoded and timed
 
 
 def test_openai_client_sees_our_errors(client: openai.OpenAI) -> None:

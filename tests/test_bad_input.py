@@ -187,3 +187,18 @@ def test_queue_full_answers_429_with_retry_after(tmp_path: Path) -> None:
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.json()["error"]["code"] == "queue_full"
         still_serving(srv.url)
+
+
+def test_slow_decodes_are_refused(tmp_path: Path) -> None:
+    args = [
+        "--models-dir",
+        str(MODELS_DIR),
+        "--models",
+        DEFAULT_MODEL,
+        "--max-decode-s",
+        "0.000001",
+    ]
+    with run_server(tmp_path, *args) as srv:
+        error = assert_error(post(srv, image_request(data_uri(GOOD_PNG))), 422)
+        assert error["items"][0]["code"] == "image_decode_too_slow"
+        assert httpx.get(f"{srv.url}/healthz").status_code == 200
