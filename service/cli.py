@@ -110,10 +110,19 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     try:
         from service.export import ExportError, export_model
+        from service.export.triton_config import TritonOptions
     except ImportError as exc:
         _fail(f"export needs the export extra: pip install 'clipserve[export]' ({exc})")
+    triton = TritonOptions(
+        max_batch_size=args.triton_max_batch_size,
+        max_queue_delay_us=args.triton_queue_delay_us,
+        instance_count=args.triton_instances,
+        instance_kind=args.triton_instance_kind,
+        tensorrt=args.triton_tensorrt,
+        tensorrt_fp16=not args.triton_tensorrt_fp32,
+    )
     try:
-        export_model(args.source, Path(args.out), fp16=args.fp16, force=args.force)
+        export_model(args.source, Path(args.out), fp16=args.fp16, force=args.force, triton=triton)
     except ExportError as exc:
         _fail(str(exc))
 
@@ -225,6 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="<models dir>/<name>")
     export.add_argument("--fp16", action="store_true", help="half-precision towers")
     export.add_argument("--force", action="store_true", help="write even if parity fails")
+    triton = export.add_argument_group("Triton config.pbtxt (how Triton serves the towers)")
+    triton.add_argument("--triton-max-batch-size", type=int, default=256)
+    triton.add_argument("--triton-queue-delay-us", type=int, default=2000)
+    triton.add_argument("--triton-instances", type=int, default=1)
+    triton.add_argument(
+        "--triton-instance-kind", default="KIND_AUTO", choices=["KIND_AUTO", "KIND_GPU", "KIND_CPU"]
+    )
+    triton.add_argument(
+        "--triton-tensorrt", action="store_true", help="TensorRT accelerator in the ORT backend"
+    )
+    triton.add_argument("--triton-tensorrt-fp32", action="store_true", help="TensorRT in FP32")
     export.set_defaults(func=cmd_export)
 
     index = sub.add_parser("index", help="bulk-index a folder of images into a collection")

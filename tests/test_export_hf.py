@@ -149,3 +149,68 @@ def test_offline_hub_id_gives_a_clear_error(
         export_model(f"hf:{tmp_path / 'not-here'}", tmp_path / "z")
     with pytest.raises(ExportError, match="cannot load Hugging Face model folder"):
         export_model(f"hf:{tmp_path}", tmp_path / "w")  # a folder, but no checkpoint in it
+
+
+def test_cli_export_with_triton_options(hf_folder: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.server import REPO
+
+    out = tmp_path / "models" / "cli-clip"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "export",
+            "--source",
+            f"hf:{hf_folder}",
+            "--out",
+            str(out),
+            "--triton-tensorrt",
+            "--triton-instances",
+            "2",
+            "--triton-max-batch-size",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PASS" in result.stdout
+    config = (out / "image" / "config.pbtxt").read_text()
+    assert "max_batch_size: 64" in config and "count: 2" in config
+    assert 'name : "tensorrt"' in config and 'value: "FP16"' in config
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "export",
+            "--source",
+            "open_clip:no-such-model",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert bad.returncode == 2 and "no model config" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_tensorrt_provider_options(exported: Path) -> None:
+    """What our runner asks of the TensorRT provider (no TensorRT libraries here to run it)."""
+    from service.runners.onnx import OrtOptions, _trt_options
+
+    spec = load_manifest(exported).towers["image"]
+    opts = _trt_options(spec, exported / ".trt" / "image", OrtOptions(max_batch_size=128))
+    assert opts["trt_engine_cache_enable"] == "True" and opts["trt_timing_cache_enable"] == "True"
+    assert opts["trt_engine_cache_path"] == str(exported / ".trt" / "image")
+    assert opts["trt_fp16_enable"] == "True"
+    assert opts["trt_profile_min_shapes"] == "pixel_values:1x3x48x48"
+    assert opts["trt_profile_max_shapes"] == "pixel_values:128x3x48x48"

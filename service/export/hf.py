@@ -122,6 +122,11 @@ def _embedding_dim(model: Any) -> int:
 
 def load_hf(ref: str) -> SourceModel:
     model, ip, tok = _load(ref)
+    if model.config.model_type == "siglip2":
+        raise ExportError(
+            f"{ref}: SigLIP 2 NaFlex checkpoints take variable-size patch sequences "
+            "(pixel_attention_mask, spatial_shapes), which this exporter does not handle yet"
+        )
     family = "siglip" if "siglip" in model.config.model_type else "clip"
     cropped = bool(getattr(ip, "do_center_crop", False))
     crop = _size(ip.crop_size) if cropped else _size(ip.size)
