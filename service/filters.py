@@ -10,7 +10,8 @@ with the same meaning: `qdrant_client.models.Filter` (server, local mode) and `q
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Union
 
 import numpy as np
@@ -77,45 +78,61 @@ def _by_type(values: Sequence[Scalar]) -> tuple[list[bool], list[int], list[str]
     return bools, ints, strs
 
 
-# --- qdrant-client ------------------------------------------------------------------------------
-def to_qdrant(f: PayloadFilter, exclude: Sequence[PointId] = ()) -> Any:
-    """`qdrant_client.models.Filter`; `exclude` drops these point ids (search by example)."""
-    from qdrant_client import models
+@dataclass(frozen=True)
+class _Dialect:
+    """The few constructors that differ between qdrant-client and qdrant-edge."""
 
+    field: Callable[..., Any]
+    match_value: Callable[..., Any]
+    match_any: Callable[..., Any]
+    range: Callable[..., Any]
+    filter: Callable[..., Any]
+    has_ids: Callable[[Sequence[PointId]], Any]
+    value: Callable[[Scalar], Any] = lambda v: v
+
+
+def _convert(f: PayloadFilter, d: _Dialect, exclude: Sequence[PointId] = ()) -> Any:
     def match_any(key: str, values: list[Scalar]) -> Any:
         bools, ints, strs = _by_type(values)
-        parts: list[Any] = [
-            models.FieldCondition(key=key, match=models.MatchValue(value=b)) for b in bools
-        ]
-        if ints:
-            parts.append(models.FieldCondition(key=key, match=models.MatchAny(any=ints)))
-        if strs:
-            parts.append(models.FieldCondition(key=key, match=models.MatchAny(any=strs)))
-        return parts[0] if len(parts) == 1 else models.Filter(should=parts)
+        parts = [d.field(key=key, match=d.match_value(value=d.value(b))) for b in bools]
+        parts += [d.field(key=key, match=d.match_any(any=group)) for group in (ints, strs) if group]
+        return parts[0] if len(parts) == 1 else d.filter(should=parts)
 
     def condition(c: Condition | PayloadFilter) -> Any:
         if isinstance(c, PayloadFilter):
-            return to_qdrant(c)
+            return _convert(c, d)
         if c.range is not None:
             r = c.range
-            return models.FieldCondition(
-                key=c.key, range=models.Range(gt=r.gt, gte=r.gte, lt=r.lt, lte=r.lte)
-            )
+            return d.field(key=c.key, range=d.range(gt=r.gt, gte=r.gte, lt=r.lt, lte=r.lte))
         if isinstance(c.match, MatchAny):
             return match_any(c.key, c.match.any)
         assert c.match is not None
-        return models.FieldCondition(key=c.key, match=models.MatchValue(value=c.match))
+        return d.field(key=c.key, match=d.match_value(value=d.value(c.match)))
 
     def convert(items: list[Condition | PayloadFilter] | None) -> list[Any] | None:
         return [condition(c) for c in items] if items else None
 
     must_not = convert(f.must_not) or []
     if exclude:
-        must_not.append(models.HasIdCondition(has_id=list(exclude)))
-    return models.Filter(must=convert(f.must), should=convert(f.should), must_not=must_not or None)
+        must_not.append(d.has_ids(exclude))
+    return d.filter(must=convert(f.must), should=convert(f.should), must_not=must_not or None)
 
 
-# --- qdrant-edge --------------------------------------------------------------------------------
+def to_qdrant(f: PayloadFilter, exclude: Sequence[PointId] = ()) -> Any:
+    """`qdrant_client.models.Filter`; `exclude` drops these point ids (search by example)."""
+    from qdrant_client import models
+
+    dialect = _Dialect(
+        field=models.FieldCondition,
+        match_value=models.MatchValue,
+        match_any=models.MatchAny,
+        range=models.Range,
+        filter=models.Filter,
+        has_ids=lambda ids: models.HasIdCondition(has_id=list(ids)),
+    )
+    return _convert(f, dialect, exclude)
+
+
 def _edge_value(v: Scalar) -> Any:
     # qdrant-edge 0.9 reads a Python bool as the integer 1/0 (so `true` would match `1` and never
     # `true`); a numpy bool reaches its boolean variant.
@@ -126,35 +143,13 @@ def to_edge(f: PayloadFilter, exclude: Sequence[PointId] = ()) -> Any:
     """`qdrant_edge.Filter` with the same meaning as `to_qdrant`."""
     import qdrant_edge as qe
 
-    def value(key: str, v: Scalar) -> Any:
-        return qe.FieldCondition(key=key, match=qe.MatchValue(value=_edge_value(v)))
-
-    def match_any(key: str, values: list[Scalar]) -> Any:
-        bools, ints, strs = _by_type(values)
-        parts: list[Any] = [value(key, b) for b in bools]
-        if ints:
-            parts.append(qe.FieldCondition(key=key, match=qe.MatchAny(any=ints)))
-        if strs:
-            parts.append(qe.FieldCondition(key=key, match=qe.MatchAny(any=strs)))
-        return parts[0] if len(parts) == 1 else qe.Filter(should=parts)
-
-    def condition(c: Condition | PayloadFilter) -> Any:
-        if isinstance(c, PayloadFilter):
-            return to_edge(c)
-        if c.range is not None:
-            r = c.range
-            return qe.FieldCondition(
-                key=c.key, range=qe.RangeFloat(gt=r.gt, gte=r.gte, lt=r.lt, lte=r.lte)
-            )
-        if isinstance(c.match, MatchAny):
-            return match_any(c.key, c.match.any)
-        assert c.match is not None
-        return value(c.key, c.match)
-
-    def convert(items: list[Condition | PayloadFilter] | None) -> list[Any] | None:
-        return [condition(c) for c in items] if items else None
-
-    must_not = convert(f.must_not) or []
-    if exclude:
-        must_not.append(qe.HasIdCondition(point_ids=set(exclude)))
-    return qe.Filter(must=convert(f.must), should=convert(f.should), must_not=must_not or None)
+    dialect = _Dialect(
+        field=qe.FieldCondition,
+        match_value=qe.MatchValue,
+        match_any=qe.MatchAny,
+        range=qe.RangeFloat,
+        filter=qe.Filter,
+        has_ids=lambda ids: qe.HasIdCondition(point_ids=set(ids)),
+        value=_edge_value,
+    )
+    return _convert(f, dialect, exclude)
