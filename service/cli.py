@@ -122,7 +122,14 @@ def cmd_export(args: argparse.Namespace) -> None:
         tensorrt_fp16=not args.triton_tensorrt_fp32,
     )
     try:
-        export_model(args.source, Path(args.out), fp16=args.fp16, force=args.force, triton=triton)
+        export_model(
+            args.source,
+            Path(args.out),
+            fp16=args.fp16,
+            force=args.force,
+            triton=triton,
+            simplified=args.simplify,
+        )
     except ExportError as exc:
         _fail(str(exc))
 
@@ -234,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="<models dir>/<name>")
     export.add_argument("--fp16", action="store_true", help="half-precision towers")
     export.add_argument("--force", action="store_true", help="write even if parity fails")
+    export.add_argument(
+        "--simplify", action="store_true", help="simplify the graphs with onnxslim (re-checked)"
+    )
     triton = export.add_argument_group("Triton config.pbtxt (how Triton serves the towers)")
     triton.add_argument("--triton-max-batch-size", type=int, default=256)
     triton.add_argument("--triton-queue-delay-us", type=int, default=2000)

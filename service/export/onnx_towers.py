@@ -75,3 +75,13 @@ def convert_fp16(path: Path) -> None:
         op_block_list=list(DEFAULT_OP_BLOCK_LIST) + _FP32_OPS,
     )
     onnx.save(model, str(path))
+
+
+def simplify(path: Path, example: torch.Tensor, tower: torch.nn.Module, input_name: str) -> None:
+    """Constant folding and redundant-node removal with onnxslim, re-checked at several batch
+    sizes against torch (a simplified graph must still be the same function)."""
+    import onnx
+    import onnxslim
+
+    onnx.save(onnxslim.slim(onnx.load(str(path))), str(path))
+    _check_batches(tower, example, path, input_name)

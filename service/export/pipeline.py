@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from service.export.errors import ExportError
-from service.export.onnx_towers import OPSET, convert_fp16, export_tower
+from service.export.onnx_towers import OPSET, convert_fp16, export_tower, simplify
 from service.export.parity import measure
 from service.export.source import SourceModel, parse_source
 from service.export.triton_config import TritonOptions, write_config
@@ -88,22 +88,26 @@ def build_manifest(src: SourceModel, name: str, precision: str) -> Manifest:
 
 
 def write_model(
-    src: SourceModel, out: Path, name: str, fp16: bool, triton: TritonOptions
+    src: SourceModel,
+    out: Path,
+    name: str,
+    fp16: bool,
+    triton: TritonOptions,
+    simplified: bool = False,
 ) -> Manifest:
     manifest = build_manifest(src, name, "fp16" if fp16 else "fp32")
     (out / "tokenizer.json").write_text(src.tokenizer_json)
     size = src.image.size
     image = manifest.towers["image"]
     text = manifest.towers["text"]
-    export_tower(
-        src.image_tower,
-        torch.randn(2, 3, size, size),
-        image.inputs[0].name,
-        image.output.name,
-        image.onnx_file(out),
-    )
+    pixels = torch.randn(2, 3, size, size)
     ids = torch.tensor(src.reference_tokens(["a photo", "two words here"]), dtype=torch.int64)
-    export_tower(src.text_tower, ids, text.inputs[0].name, text.output.name, text.onnx_file(out))
+    for spec, tower, example in ((image, src.image_tower, pixels), (text, src.text_tower, ids)):
+        name_in = spec.inputs[0].name
+        export_tower(tower, example, name_in, spec.output.name, spec.onnx_file(out))
+        if simplified:
+            simplify(spec.onnx_file(out), example, tower, name_in)
+    manifest.export["simplified"] = simplified
     if fp16:
         for spec in (image, text):
             convert_fp16(spec.onnx_file(out))
@@ -119,13 +123,14 @@ def export_model(
     force: bool = False,
     triton: TritonOptions | None = None,
     card: dict[str, object] | None = None,
+    simplified: bool = False,
 ) -> Manifest:
     src = load_source(source)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        manifest = write_model(src, staging, out.name, fp16, triton or TritonOptions())
+        manifest = write_model(src, staging, out.name, fp16, triton or TritonOptions(), simplified)
         manifest.write(staging)
         report = measure(src, manifest, staging)
         print("\n".join(report.lines()))
