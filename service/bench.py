@@ -55,6 +55,8 @@ class BenchConfig:
     image_format: str = "JPEG"
     transport: str = "json"  # json | multipart
     warmup_requests: int = 5
+    encoding: str = "base64"  # float | base64
+    path: str = "/v1/embeddings"  # peers may serve the OpenAI route elsewhere
 
 
 @dataclass
@@ -127,13 +129,15 @@ class _Request:
 def _request(cfg: BenchConfig, items: list[dict[str, Any]]) -> _Request:
     if cfg.transport == "multipart" and cfg.modality == "image":
         return _Request("/v1/embed/images", None, [it["raw"] for it in items])
-    body: dict[str, Any] = {
-        "input": [{k: v for k, v in it.items() if k != "raw"} for it in items],
-        "encoding_format": "base64",
-    }
+    body: dict[str, Any] = {"encoding_format": cfg.encoding}
+    if cfg.modality == "mixed":  # typed items: clipserve's own extension
+        body["input"] = [{k: v for k, v in it.items() if k != "raw"} for it in items]
+    else:  # plain strings + modality: what OpenAI-compatible peers (Infinity) accept too
+        body["input"] = [it[cfg.modality] for it in items]
+        body["modality"] = cfg.modality
     if cfg.model:
         body["model"] = cfg.model
-    return _Request("/v1/embeddings", json.dumps(body).encode())
+    return _Request(cfg.path, json.dumps(body).encode())
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:

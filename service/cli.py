@@ -157,6 +157,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
             image_size=(width, height),
             image_format=args.image_format.upper(),
             transport=args.transport,
+            encoding=args.encoding,
+            path=args.path,
         )
         result = asyncio.run(run_bench(cfg))
         print(format_row(result), flush=True)
@@ -291,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--image-size", default="600x400", help="WIDTHxHEIGHT of test images")
     bench.add_argument("--image-format", default="jpeg", choices=["jpeg", "png", "webp"])
     bench.add_argument("--transport", choices=["json", "multipart"], default="json")
+    bench.add_argument("--encoding", choices=["float", "base64"], default="base64")
+    bench.add_argument("--path", default="/v1/embeddings", help="embeddings route (peers)")
     bench.add_argument("--out", default=None, help="write results as JSON here")
     bench.set_defaults(func=cmd_bench)
     return parser
