@@ -80,25 +80,20 @@ class ItemErrors(ApiError):
         )
 
 
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    *,
-    param: str | None = None,
-    items: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
-) -> FastJSON:
+def error_response(err: ApiError) -> FastJSON:
+    """The one JSON error shape, counted by code."""
     body: dict[str, Any] = {
-        "type": _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
-        "code": code,
-        "message": message,
-        "param": param,
+        "type": _TYPES.get(
+            err.status, "server_error" if err.status >= 500 else "invalid_request_error"
+        ),
+        "code": err.code,
+        "message": err.message,
+        "param": err.param,
     }
-    if items is not None:
-        body["items"] = items
-    metrics.ERRORS.labels(code=code).inc()
-    return FastJSON({"error": body}, status_code=status, headers=headers)
+    if err.items is not None:
+        body["items"] = err.items
+    metrics.ERRORS.labels(code=err.code).inc()
+    return FastJSON({"error": body}, status_code=err.status, headers=err.headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -124,63 +119,62 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> FastJSON:
-        return error_response(
-            exc.status,
-            exc.code,
-            exc.message,
-            param=exc.param,
-            items=exc.items,
-            headers=exc.headers,
-        )
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> FastJSON:
         message, where = _validation_message(exc)
-        return error_response(422, "invalid_request", message, param=where)
+        return error_response(ApiError(422, "invalid_request", message, param=where))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> FastJSON:
         codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
         return error_response(
-            exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})
+            ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
         )
 
     @app.exception_handler(ImageError)
     async def _image(_: Request, exc: ImageError) -> FastJSON:
-        return error_response(exc.status, exc.code, str(exc))
+        return error_response(ApiError(exc.status, exc.code, str(exc)))
 
     @app.exception_handler(UnknownModel)
     async def _unknown_model(_: Request, exc: UnknownModel) -> FastJSON:
-        return error_response(404, "model_not_found", str(exc.args[0]), param="model")
+        return error_response(ApiError(404, "model_not_found", str(exc.args[0]), param="model"))
 
     @app.exception_handler(UnsupportedModality)
     async def _modality(_: Request, exc: UnsupportedModality) -> FastJSON:
-        return error_response(400, "unsupported_modality", str(exc), param="modality")
+        return error_response(ApiError(400, "unsupported_modality", str(exc), param="modality"))
 
     @app.exception_handler(DeadlineExceeded)
     async def _deadline(_: Request, exc: DeadlineExceeded) -> FastJSON:
-        return error_response(503, "deadline_exceeded", str(exc), headers={"Retry-After": "1"})
+        return error_response(
+            ApiError(503, "deadline_exceeded", str(exc), headers={"Retry-After": "1"})
+        )
 
     @app.exception_handler(StoreError)
     async def _store(_: Request, exc: StoreError) -> FastJSON:
-        return error_response(exc.status, exc.code, str(exc))
+        return error_response(ApiError(exc.status, exc.code, str(exc)))
 
     @app.exception_handler(QueueFull)
     async def _queue_full(_: Request, exc: QueueFull) -> FastJSON:
         return error_response(
-            429,
-            "queue_full",
-            "the server is at capacity; retry later",
-            headers={"Retry-After": str(exc.retry_after_s)},
+            ApiError(
+                429,
+                "queue_full",
+                "the server is at capacity; retry later",
+                headers={"Retry-After": str(exc.retry_after_s)},
+            )
         )
 
     @app.exception_handler(RunnerError)
     async def _runner(_: Request, exc: RunnerError) -> FastJSON:
         log.error("inference backend failed: %s", exc)
-        return error_response(503, "backend_unavailable", f"inference backend unavailable: {exc}")
+        return error_response(
+            ApiError(503, "backend_unavailable", f"inference backend unavailable: {exc}")
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> FastJSON:
         log.exception("unhandled error")
-        return error_response(500, "internal_error", "internal server error")
+        return error_response(ApiError(500, "internal_error", "internal server error"))

@@ -10,7 +10,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.api.errors import error_response
+from service.api.errors import ApiError, error_response
 from service.logs import request_id
 
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
@@ -84,7 +84,7 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
-            413, "body_too_large", f"request body exceeds {self.max_bytes} bytes"
+            ApiError(413, "body_too_large", f"request body exceeds {self.max_bytes} bytes")
         )
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
