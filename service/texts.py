@@ -55,8 +55,3 @@ class TextTokenizer:
             ids[row, : len(seq)] = seq
             mask[row, : len(seq)] = 1
         return ids, mask
-
-    def count_tokens(self, texts: list[str]) -> int:
-        """Tokens the model actually sees (after truncation), for the `usage` field."""
-        _, mask = self.encode(texts)
-        return int(mask.sum())
