@@ -129,6 +129,7 @@ def cmd_export(args: argparse.Namespace) -> None:
             force=args.force,
             triton=triton,
             simplified=args.simplify,
+            uint8_variant=args.uint8_variant,
         )
     except ExportError as exc:
         _fail(str(exc))
@@ -245,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="write even if parity fails")
     export.add_argument(
         "--simplify", action="store_true", help="simplify the graphs with onnxslim (re-checked)"
+    )
+    export.add_argument(
+        "--uint8-variant",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also write the image tower that takes uint8 pixels and normalises in the graph",
     )
     triton = export.add_argument_group("Triton config.pbtxt (how Triton serves the towers)")
     triton.add_argument("--triton-max-batch-size", type=int, default=256)

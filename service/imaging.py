@@ -11,6 +11,7 @@ import io
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -185,12 +186,22 @@ class Normalizer:
 
 
 class ImagePreprocessor:
-    """The whole pipeline for one encoded image: bytes -> float32 (3, size, size)."""
+    """The whole pipeline for one encoded image: bytes -> the pixels the serving tower takes,
+    float32 (3, size, size), or uint8 (size, size, 3) for a tower that normalises in its graph."""
 
-    def __init__(self, spec: ImagePreprocess, limits: ImageLimits) -> None:
+    def __init__(self, spec: ImagePreprocess, limits: ImageLimits, raw: bool = False) -> None:
         self.spec = spec
         self.limits = limits
+        self.raw = raw
         self.normalize = Normalizer(spec)
 
+    @property
+    def input_dtype(self) -> Literal["uint8", "float32"]:
+        return "uint8" if self.raw else "float32"
+
+    def uint8(self, data: bytes) -> np.ndarray:
+        return prepare(open_image(data, self.limits), self.spec)
+
     def __call__(self, data: bytes) -> np.ndarray:
-        return self.normalize(prepare(open_image(data, self.limits), self.spec))
+        pixels = self.uint8(data)
+        return pixels if self.raw else self.normalize(pixels)

@@ -93,6 +93,65 @@ def test_served_embeddings_equal_the_source_model(
     assert float(got_img @ ref_img[0]) >= 0.9999
 
 
+def _served_images(srv_url: str, blobs: list[bytes]) -> tuple[np.ndarray, str]:
+    body = {"input": [data_uri(b) for b in blobs], "modality": "image"}
+    got = httpx.post(f"{srv_url}/v1/embeddings", json=body).json()
+    card = httpx.get(f"{srv_url}/v1/models/tiny-clip").json()
+    return np.array([d["embedding"] for d in got["data"]]), card["image_input"]
+
+
+def test_uint8_variant_gives_the_float_towers_embeddings(exported: Path, tmp_path: Path) -> None:
+    """The fast path (uint8 pixels, normalised in the graph) against the reference path (float
+    pixels normalised on the host), through HTTP on photos of several sizes and formats."""
+    manifest = load_manifest(exported)
+    variant = manifest.towers["image"].uint8_variant
+    assert variant is not None and variant.inputs[0].dtype == "uint8"
+    assert variant.inputs[0].shape == [-1, 48, 48, 3]
+    assert 'name: "image_uint8"' in (exported / "image_uint8" / "config.pbtxt").read_text()
+    assert manifest.parity["image_uint8"]["min_cosine"] >= 0.9999  # against transformers
+    blobs = [encode(noise(80, 60, seed=s), fmt) for s, fmt in enumerate(["PNG", "JPEG", "WEBP"])]
+    blobs.append(encode(noise(1200, 700, seed=7), "JPEG"))  # large enough for draft decoding
+    results = {}
+    for choice in ("uint8", "float32"):
+        with run_server(
+            tmp_path, "--models-dir", str(exported.parent), "--image-input", choice
+        ) as srv:
+            results[choice] = _served_images(srv.url, blobs)
+    (fast, fast_kind), (ref, ref_kind) = results["uint8"], results["float32"]
+    assert (fast_kind, ref_kind) == ("uint8", "float32")
+    assert np.min(np.sum(fast * ref, axis=1)) >= 0.9999
+
+
+def test_uint8_input_needs_the_variant(exported: Path, tmp_path: Path) -> None:
+    """Without the variant, "auto" serves the float tower and "uint8" refuses to start."""
+    plain = tmp_path / "models" / "tiny-clip"
+    plain.mkdir(parents=True)
+    for item in exported.iterdir():
+        if item.name not in ("clipserve.json", "image_uint8"):
+            (plain / item.name).symlink_to(item)
+    manifest = json.loads((exported / "clipserve.json").read_text())
+    manifest["towers"]["image"]["uint8_variant"] = None
+    (plain / "clipserve.json").write_text(json.dumps(manifest))
+    with run_server(tmp_path, "--models-dir", str(plain.parent)) as srv:
+        _, kind = _served_images(srv.url, [encode(noise(40, 40, seed=1), "PNG")])
+        assert kind == "float32"
+    import subprocess
+    import sys
+
+    from tests.server import REPO
+
+    flags = ["--image-input", "uint8", "--port", "0"]
+    refused = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--models-dir", str(plain.parent), *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert refused.returncode != 0
+    assert "no uint8 image tower" in refused.stderr
+
+
 def test_fp16_export_keeps_float32_io_and_passes_its_threshold(
     hf_folder: Path, exported: Path, tmp_path: Path
 ) -> None:

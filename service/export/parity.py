@@ -78,6 +78,8 @@ class ParityReport:
     pixel_mean_abs_diff: float
     token_ids_equal: bool
     passed: bool
+    # the uint8-input variant of the image tower (normalising in its graph) against the source
+    image_uint8: TowerParity | None = None
 
     def lines(self) -> list[str]:
         return [
@@ -90,6 +92,14 @@ class ParityReport:
             f"p99 {self.pixel_p99_abs_diff:.4f} (<= {PIXEL_P99_TOLERANCE}), "
             f"mean {self.pixel_mean_abs_diff:.5f} (<= {PIXEL_MEAN_TOLERANCE})",
             f"  token ids equal to source tokenizer: {self.token_ids_equal}",
+            *(
+                [
+                    f"  image (uint8 input variant): min cosine {u8.min_cosine:.6f}, "
+                    f"mean {u8.mean_cosine:.6f}"
+                ]
+                if (u8 := self.image_uint8)
+                else []
+            ),
             f"  => {'PASS' if self.passed else 'FAIL'}",
         ]
 
@@ -116,7 +126,8 @@ def measure(
     files = photos()
     assert manifest.image is not None and manifest.text is not None
     ours = ImagePreprocessor(manifest.image, ImageLimits())
-    our_pixels = np.stack([ours(data) for _, data in files])
+    raw_pixels = np.stack([ours.uint8(data) for _, data in files])
+    our_pixels = np.stack([ours.normalize(p) for p in raw_pixels])
     ref_pixels = src.reference_pixels(
         [Image.open(io.BytesIO(data)).convert("RGB") for _, data in files]
     )
@@ -139,8 +150,14 @@ def measure(
     our_txt = text_runner.run({"input_ids": our_ids, "attention_mask": our_mask})
     image = _stats(_cosines(our_img, ref_img))
     text = _stats(_cosines(our_txt, ref_txt))
+    image_uint8 = None
+    if (variant := manifest.towers["image"].uint8_variant) is not None:
+        runner = OrtTowerRunner(variant.onnx_file(model_dir), variant, opts)
+        out = runner.run({variant.inputs[0].name: raw_pixels})
+        image_uint8 = _stats(_cosines(out, ref_img))
     passed = (
         image.min_cosine >= threshold
+        and (image_uint8 is None or image_uint8.min_cosine >= threshold)
         and text.min_cosine >= threshold
         and float(np.percentile(diff, 99)) <= PIXEL_P99_TOLERANCE
         and float(diff.mean()) <= PIXEL_MEAN_TOLERANCE
@@ -155,4 +172,5 @@ def measure(
         pixel_mean_abs_diff=float(diff.mean()),
         token_ids_equal=bool(np.array_equal(our_ids, ref_ids)),
         passed=passed,
+        image_uint8=image_uint8,
     )

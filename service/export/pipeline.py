@@ -16,6 +16,7 @@ import torch
 from service.export.errors import ExportError
 from service.export.onnx_towers import OPSET, convert_fp16, export_tower, simplify
 from service.export.parity import measure
+from service.export.pixel_input import write_uint8_variant
 from service.export.source import SourceModel, parse_source
 from service.export.triton_config import TritonOptions, write_config
 from service.manifest import Manifest, TensorSpec, TowerSpec
@@ -94,6 +95,7 @@ def write_model(
     fp16: bool,
     triton: TritonOptions,
     simplified: bool = False,
+    uint8_variant: bool = True,
 ) -> Manifest:
     manifest = build_manifest(src, name, "fp16" if fp16 else "fp32")
     (out / "tokenizer.json").write_text(src.tokenizer_json)
@@ -111,8 +113,17 @@ def write_model(
     if fp16:
         for spec in (image, text):
             convert_fp16(spec.onnx_file(out))
-    for spec in (image, text):
-        write_config(spec.config_file(out), spec.path, spec.inputs, spec.output, triton)
+    if uint8_variant:
+        image.uint8_variant = write_uint8_variant(out, image, src.image)
+    served = [image, text] + ([image.uint8_variant] if image.uint8_variant else [])
+    for served_spec in served:
+        write_config(
+            served_spec.config_file(out),
+            served_spec.path,
+            served_spec.inputs,
+            served_spec.output,
+            triton,
+        )
     return manifest
 
 
@@ -124,13 +135,16 @@ def export_model(
     triton: TritonOptions | None = None,
     card: dict[str, object] | None = None,
     simplified: bool = False,
+    uint8_variant: bool = True,
 ) -> Manifest:
     src = load_source(source)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        manifest = write_model(src, staging, out.name, fp16, triton or TritonOptions(), simplified)
+        manifest = write_model(
+            src, staging, out.name, fp16, triton or TritonOptions(), simplified, uint8_variant
+        )
         manifest.write(staging)
         report = measure(src, manifest, staging)
         print("\n".join(report.lines()))
