@@ -46,10 +46,32 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0: auto)")
     inter_op_threads: int = Field(1, ge=0, description="onnxruntime inter-op threads")
+    ort_spinning: bool = Field(
+        False,
+        description="let idle onnxruntime threads spin-wait: a little faster for one busy tower, "
+        "but they take cores from the other towers and the decode pool (measured: 1.4x slower "
+        "when image and text batches alternate on 2 cores)",
+    )
     trt_cache_dir: Path | None = Field(
         None, description="TensorRT engine and timing cache directory (default: <model>/.trt)"
     )
     trt_fp16: bool = Field(True, description="let TensorRT build fp16 engines")
+    io_binding: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="run through buffers preallocated per batch-size bucket (powers of two up to "
+        "max_batch_size; batches are padded) with I/O binding; auto: on for CUDA / TensorRT",
+    )
+    cuda_graph: bool = Field(
+        False,
+        description="capture a CUDA graph per batch-size bucket (CUDA provider; needs every node "
+        "of the graph on CUDA, else start-up fails with onnxruntime's reason)",
+    )
+    image_input: Literal["auto", "uint8", "float32"] = Field(
+        "auto",
+        description="pixels the image tower takes: uint8 (normalised in the graph: a quarter of "
+        "the bytes to the device), float32 (normalised on the host), auto: uint8 where the model "
+        "has that variant",
+    )
     warmup: bool = Field(True, description="run one batch per tower at start-up")
 
     # --- auth

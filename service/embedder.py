@@ -102,8 +102,8 @@ class Embedder:
         overlaps inference; bad images are reported together, by index."""
         batcher = self.batcher(model, "image")
         assert model.images is not None
-        spec, limits = model.images.spec, model.images.limits
-        input_name = model.manifest.towers["image"].inputs[0].name
+        pre = model.images
+        input_name = batcher.runner.spec.inputs[0].name
         if self._pending_decodes + len(images) > self._max_pending_decodes:
             raise QueueFull(1)
         loop = asyncio.get_running_loop()
@@ -111,7 +111,7 @@ class Embedder:
         async def one(source: ImageSource) -> np.ndarray:
             try:
                 pixels, seconds = await loop.run_in_executor(
-                    self._decode_pool, decode_image, spec, limits, source
+                    self._decode_pool, decode_image, pre.spec, pre.limits, pre.raw, source
                 )
             except BrokenExecutor:  # a decode process died: replace the pool, refuse this one
                 self._decode_pool = self._replace_pool()
@@ -139,11 +139,11 @@ class Embedder:
 
 
 def decode_image(
-    spec: ImagePreprocess, limits: ImageLimits, source: ImageSource
+    spec: ImagePreprocess, limits: ImageLimits, raw: bool, source: ImageSource
 ) -> tuple[np.ndarray, float]:
     """Runs on the decode pool (threads or processes, so it is a module-level function)."""
     started = time.perf_counter()
-    pixels = ImagePreprocessor(spec, limits)(source_bytes(source))
+    pixels = ImagePreprocessor(spec, limits, raw)(source_bytes(source))
     seconds = time.perf_counter() - started
     if seconds > limits.max_decode_s:  # the pixel limit bounds the work; this bounds the time
         raise ImageError(

@@ -45,10 +45,10 @@ class LoadedModel:
             ids, mask = self.tokenizer.encode(["a warm-up sentence", "another one"])
             self._check(self.runners["text"].run({"input_ids": ids, "attention_mask": mask}))
         if self.images is not None and "image" in self.runners:
-            spec = self.manifest.towers["image"].inputs[0]
-            size = self.images.spec.size
-            pixels = np.zeros((2, 3, size, size), dtype=np.float32)
-            self._check(self.runners["image"].run({spec.name: pixels}))
+            runner = self.runners["image"]
+            (spec,) = runner.spec.inputs
+            pixels = np.zeros([2, *spec.shape[1:]], dtype=spec.dtype)
+            self._check(runner.run({spec.name: pixels}))
 
     def _check(self, out: np.ndarray) -> None:
         if out.ndim != 2 or out.shape[1] != self.dim:
@@ -96,7 +96,10 @@ def load_model(path: Path, make_runner: RunnerFactory, limits: ImageLimits) -> L
             tokenizer = TextTokenizer(manifest.text, path)
         except Exception as exc:
             raise ModelFolderError(path / manifest.text.tokenizer, f"bad tokenizer: {exc}") from exc
-    images = ImagePreprocessor(manifest.image, limits) if manifest.image is not None else None
+    images = None
+    if manifest.image is not None and "image" in runners:
+        raw = runners["image"].spec.inputs[0].dtype == "uint8"  # the tower normalises
+        images = ImagePreprocessor(manifest.image, limits, raw)
     return LoadedModel(path.name, path, manifest, runners, tokenizer, images)
 
 

@@ -91,7 +91,17 @@ def _wrong_dim(d: Path) -> None:
 
 def _wrong_input_name(d: Path) -> None:
     m = _manifest(d)
-    m["towers"]["image"]["inputs"][0]["name"] = "pixels"  # type: ignore[index]
+    m["towers"]["image"]["uint8_variant"]["inputs"][0]["name"] = "pixel_values"  # type: ignore[index]
+    _write(d, m)
+
+
+def _no_uint8_onnx(d: Path) -> None:
+    (d / "image_uint8" / "1" / "model.onnx").unlink()
+
+
+def _float_variant(d: Path) -> None:
+    m = _manifest(d)
+    m["towers"]["image"]["uint8_variant"]["inputs"][0]["dtype"] = "float32"  # type: ignore[index]
     _write(d, m)
 
 
@@ -105,7 +115,9 @@ CASES: list[tuple[str, Callable[[Path], None], str, str]] = [
     ("no tokenizer", _no_tokenizer, "tokenizer.json", "missing tokenizer"),
     ("bad tokenizer", _bad_tokenizer, "tokenizer.json", "bad tokenizer"),
     ("wrong dimension", _wrong_dim, "clipserve.json", "dimension 7"),
-    ("wrong input name", _wrong_input_name, "image/1/model.onnx", "differ from the manifest"),
+    ("wrong input name", _wrong_input_name, "image_uint8/1/model.onnx", "differ from the manifest"),
+    ("no uint8 onnx", _no_uint8_onnx, "image_uint8/1/model.onnx", "missing ONNX file"),
+    ("float variant", _float_variant, "clipserve.json", "one uint8 input"),
 ]
 
 

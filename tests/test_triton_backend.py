@@ -29,7 +29,7 @@ import pytest
 from service.config import Settings
 from service.export.triton_config import TritonOptions as ExportOptions
 from service.export.triton_config import render_config
-from service.manifest import Manifest, TensorSpec, load_manifest
+from service.manifest import Manifest, TensorSpec, TowerSpec, load_manifest
 from service.runners.base import RunnerError
 from service.runners.triton import TritonOptions, split_url, triton_runner_factory
 from tests.conftest import DEFAULT_MODEL, MODELS_DIR
@@ -364,6 +364,12 @@ def _parse_config(text: str) -> object:
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
+def _graphs(manifest: Manifest) -> list[TowerSpec]:
+    """Every graph of the model folder: the towers and the image tower's uint8 variant."""
+    variants = [s.uint8_variant for s in manifest.towers.values() if s.uint8_variant]
+    return [*manifest.towers.values(), *variants]
+
+
 def _export_variants(manifest: Manifest) -> list[tuple[str, list[TensorSpec], TensorSpec, object]]:
     image, text = manifest.towers["image"], manifest.towers["text"]
     fp16 = TensorSpec(name="pixel_values", dtype="float16", shape=image.inputs[0].shape)
@@ -383,9 +389,9 @@ def test_exported_configs_parse_as_triton_model_configs(model_dir: Path) -> None
     manifest = load_manifest(model_dir)
     texts = [
         (spec.inputs, spec.output, spec.config_file(model_dir).read_text())
-        for spec in manifest.towers.values()
-        if spec.config_file(model_dir).is_file()
+        for spec in _graphs(manifest)
     ]
+    assert len(texts) == 3  # image, its uint8 variant, text
     for name, inputs, output, opts in _export_variants(manifest):
         texts.append((inputs, output, render_config(name, inputs, output, opts)))  # type: ignore[arg-type]
     for inputs, output, text in texts:
@@ -410,7 +416,7 @@ def test_triton_loads_the_exported_model_folder_as_is(triton: Triton, model_dir:
 
     client = tc.InferenceServerClient(triton.http_url)
     manifest = load_manifest(model_dir)
-    for spec in manifest.towers.values():
+    for spec in _graphs(manifest):
         name = Path(spec.path).name
         assert client.is_model_ready(name), triton.output()
         config = client.get_model_config(name)
@@ -521,7 +527,7 @@ def test_unloaded_model_gives_503_and_not_ready(
     import tritonclient.http as tc
 
     client = tc.InferenceServerClient(triton.http_url)
-    client.unload_model("image")
+    client.unload_model("image_uint8")  # the graph serving images (uint8 pixels by default)
     try:
         for protocol, srv in via_triton.items():
             r = httpx.post(
@@ -530,12 +536,12 @@ def test_unloaded_model_gives_503_and_not_ready(
                 timeout=30,
             )
             assert r.status_code == 503, (protocol, r.text)
-            assert "'image'" in r.json()["error"]["message"], r.json()
+            assert "'image_uint8'" in r.json()["error"]["message"], r.json()
             ready = httpx.get(f"{srv.url}/readyz", timeout=30)
             assert ready.status_code == 503 and ready.json()["checks"]["triton"] is False
             assert _embed(srv, ["seven"], "text").shape[0] == 1  # the other tower still works
     finally:
-        client.load_model("image")
+        client.load_model("image_uint8")
     for protocol, srv in via_triton.items():
         assert httpx.get(f"{srv.url}/readyz", timeout=30).status_code == 200, protocol
         assert _embed(srv, _images()[:1], "image").shape[0] == 1, protocol
@@ -578,7 +584,7 @@ def test_wrong_model_names_stop_start_up_clearly(
         triton_model_name="{model}.{tower}",
         triton_startup_wait_s=0.2,
     )
-    with pytest.raises(RunnerError, match=f"model '{model_dir.name}.image' is not ready"):
+    with pytest.raises(RunnerError, match=f"model '{model_dir.name}.image_uint8' is not ready"):
         triton_runner_factory(settings)(model_dir, manifest, "image")
     # two clipserve models under the default `{tower}` names would share Triton's `text`
     make = triton_runner_factory(Settings(runtime="triton", triton_url=triton.grpc_url))

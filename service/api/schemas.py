@@ -72,6 +72,9 @@ class ModelCard(BaseModel):
     precision: dict[str, str]
     context_length: int | None = None
     image_size: int | None = None
+    image_input: Literal["uint8", "float32"] | None = Field(
+        None, description="pixels the served image tower takes (uint8: normalised on the device)"
+    )
 
 
 class ModelList(BaseModel):

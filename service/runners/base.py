@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from pathlib import Path
+from typing import Literal, Protocol
 
 import numpy as np
 
-from service.manifest import TowerSpec
+from service.manifest import Manifest, ModelFolderError, Tower, TowerSpec
 
-_NUMPY_DTYPES = {
+NUMPY_DTYPES = {
     "float32": np.float32,
     "float16": np.float16,
     "int64": np.int64,
@@ -25,10 +26,31 @@ class RunnerError(RuntimeError):
 class TowerRunner(Protocol):
     runtime: str
     provider: str
+    spec: TowerSpec  # the graph this runner serves (a tower or its uint8 variant)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Embeddings (n, dim), float32, unit L2 norm."""
         ...
+
+
+ImageInput = Literal["auto", "uint8", "float32"]
+
+
+def serving_spec(
+    model_dir: Path, manifest: Manifest, tower: Tower, pixels: ImageInput
+) -> TowerSpec:
+    """The graph to serve for a tower: the image tower's uint8 variant when asked (or, with
+    "auto", when the model has one), else the tower itself."""
+    spec = manifest.towers[tower]
+    if tower != "image" or pixels == "float32":
+        return spec
+    if spec.uint8_variant is None:
+        if pixels == "uint8":
+            raise ModelFolderError(
+                model_dir, "image_input=uint8, but the model has no uint8 image tower (re-export)"
+            )
+        return spec
+    return spec.uint8_variant
 
 
 def select_feeds(spec: TowerSpec, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -37,7 +59,7 @@ def select_feeds(spec: TowerSpec, arrays: dict[str, np.ndarray]) -> dict[str, np
     for inp in spec.inputs:
         if inp.name not in arrays:
             raise RunnerError(f"no value for model input {inp.name!r}")
-        feeds[inp.name] = np.ascontiguousarray(arrays[inp.name], dtype=_NUMPY_DTYPES[inp.dtype])
+        feeds[inp.name] = np.ascontiguousarray(arrays[inp.name], dtype=NUMPY_DTYPES[inp.dtype])
     return feeds
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from service.manifest import TowerSpec
 from service.runners.base import RunnerError, l2_normalize, select_feeds
+from service.runners.bound import BoundRunner, buckets_up_to
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +25,13 @@ class OrtOptions:
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     intra_op_threads: int = 0
     inter_op_threads: int = 1
+    spinning: bool = False
     trt_cache_dir: Path | None = None
     trt_fp16: bool = True
     max_batch_size: int = 64
+    # preallocated per-bucket buffers through I/O binding; None: on for CUDA / TensorRT
+    io_binding: bool | None = None
+    cuda_graph: bool = False
 
 
 def _import_ort() -> Any:
@@ -81,9 +86,16 @@ class OrtTowerRunner:
                 f"execution provider(s) {', '.join(missing)} not available in this onnxruntime "
                 f"build (it has {', '.join(available)}); install 'clipserve[gpu]' for CUDA/TensorRT"
             )
+        if opts.cuda_graph and opts.providers[0] != "CUDAExecutionProvider":
+            raise ProviderUnavailable(
+                "cuda_graph needs CUDAExecutionProvider as the first provider"
+            )
         so = ort.SessionOptions()
         so.intra_op_num_threads = opts.intra_op_threads
         so.inter_op_num_threads = opts.inter_op_threads
+        spin = "1" if opts.spinning else "0"
+        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        so.add_session_config_entry("session.inter_op.allow_spinning", spin)
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if spec.precision == "fp16" and opts.providers[0] == "CPUExecutionProvider":
             # onnxruntime 1.2x's CPU layout optimisations crash (SIGSEGV) on some fp16 conv
@@ -94,6 +106,8 @@ class OrtTowerRunner:
             if name == "TensorrtExecutionProvider":
                 cache = opts.trt_cache_dir or onnx_path.parent.parent / ".trt"
                 providers.append((name, _trt_options(spec, cache / spec.path, opts)))
+            elif name == "CUDAExecutionProvider" and opts.cuda_graph:
+                providers.append((name, {"enable_cuda_graph": "1"}))
             else:
                 providers.append(name)
         try:
@@ -109,7 +123,15 @@ class OrtTowerRunner:
                 f"{onnx_path}: ONNX inputs {sorted(actual)} differ from the manifest's "
                 f"{sorted(declared)}"
             )
+        on_gpu = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        self.bound: BoundRunner | None = None
+        if opts.cuda_graph or (on_gpu if opts.io_binding is None else opts.io_binding):
+            device = "cuda" if on_gpu else "cpu"
+            buckets = buckets_up_to(opts.max_batch_size)
+            self.bound = BoundRunner(self.session, spec, device, buckets, opts.cuda_graph)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        out = self.session.run([self.spec.output.name], select_feeds(self.spec, feeds))[0]
-        return l2_normalize(out)
+        inputs = select_feeds(self.spec, feeds)
+        if self.bound is not None:
+            return l2_normalize(self.bound.run(inputs))
+        return l2_normalize(self.session.run([self.spec.output.name], inputs)[0])

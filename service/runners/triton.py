@@ -45,7 +45,13 @@ import numpy as np
 from service.config import Settings
 from service.manifest import Manifest, Tower, TowerSpec
 from service.registry import RunnerFactory
-from service.runners.base import RunnerError, TowerRunner, l2_normalize, select_feeds
+from service.runners.base import (
+    RunnerError,
+    TowerRunner,
+    l2_normalize,
+    select_feeds,
+    serving_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -599,7 +605,7 @@ def triton_runner_factory(settings: Settings) -> RunnerFactory:
     owners: dict[str, str] = {}  # Triton model name -> the clipserve model using it
 
     def make(model_dir: Path, manifest: Manifest, tower: Tower) -> TowerRunner:
-        spec = manifest.towers[tower]
+        spec = serving_spec(model_dir, manifest, tower, settings.image_input)
         name = conn.opts.triton_name(model_dir.name, Path(spec.path).name)
         owner = owners.setdefault(name, model_dir.name)
         if owner != model_dir.name:  # two models would silently share one Triton model

@@ -23,6 +23,7 @@ def model_card(model: LoadedModel) -> ModelCard:
         precision={tower: spec.precision for tower, spec in m.towers.items()},
         context_length=m.text.context_length if m.text else None,
         image_size=m.image.size if m.image else None,
+        image_input=None if model.images is None else model.images.input_dtype,
     )
 
 
