@@ -64,45 +64,18 @@ def _fail(message: str) -> typing.NoReturn:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
     from pydantic import ValidationError
 
-    from service.api.app import create_app
-    from service.imaging import ImageLimits
-    from service.logs import setup_logging
-    from service.manifest import ModelFolderError
-    from service.registry import load_registry
-    from service.runners.base import RunnerError
-    from service.runners.factory import runner_factory
-    from service.runners.onnx import ProviderUnavailable
+    from service.serving import StartupError, serve
 
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
         _fail(str(exc))
-    setup_logging(settings.log_level, settings.log_format)
     try:
-        registry = load_registry(
-            settings.models_dir,
-            settings.models,
-            settings.default_model,
-            runner_factory(settings),
-            ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_decode_s),
-            warm_up=settings.warmup,
-        )
-    except (ModelFolderError, ProviderUnavailable, RunnerError) as exc:
+        serve(settings)
+    except StartupError as exc:
         _fail(str(exc))
-    try:
-        app = create_app(settings, registry)
-    except OSError as exc:  # e.g. an unreadable API keys file
-        _fail(str(exc))
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.request_timeout_s),
-    )
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field("text", description="json: one object per line")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="HTTP worker processes, each with its own models, batchers and decode pool "
+        "(one process serves about 1k requests/s); needs qdrant_url or store_engine=none",
+    )
 
     # --- models
     models_dir: Path = Field(BUNDLED_MODELS_DIR, description="model repository to serve")
@@ -118,9 +124,10 @@ class Settings(BaseSettings):
 
     # --- store
     data_dir: Path = Field(Path("data"), description="embedded Qdrant store directory")
-    store_engine: Literal["edge", "local"] = Field(
+    store_engine: Literal["edge", "local", "none"] = Field(
         "edge",
-        description="embedded engine: Qdrant Edge (fast, default) or qdrant-client local mode",
+        description="embedded engine: Qdrant Edge (fast, default), qdrant-client local mode, or "
+        "none (no collections: embeddings and classification only)",
     )
     qdrant_url: str | None = Field(None, description="Qdrant server URL (replaces embedded)")
     qdrant_api_key: str | None = Field(None, description="Qdrant API key")

@@ -372,11 +372,15 @@ async def optimize_embedded(store: Store, names: list[str] | None) -> list[tuple
 
 
 def open_store(
-    engine: Literal["edge", "local"], data_dir: Any, url: str | None, api_key: str | None
+    engine: Literal["edge", "local", "none"], data_dir: Any, url: str | None, api_key: str | None
 ) -> Store:
-    """The configured store: a server when `url` is set, else the embedded `engine`."""
+    """The configured store: a server when `url` is set, else the embedded `engine` (or none)."""
     from pathlib import Path
 
+    if engine == "none":
+        from service.store_none import NoBackend
+
+        return Store(NoBackend())
     if url:
         from service.store_client import ClientBackend
 

@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from service import metrics as exported
 from service.api.deps import State
 from service.api.responses import FastJSON
 
@@ -42,4 +43,4 @@ async def readyz(state: State) -> Response:
     responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "metrics"}},
 )
 async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exported.exposition(), media_type=CONTENT_TYPE_LATEST)

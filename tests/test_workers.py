@@ -1,0 +1,86 @@
+"""Several worker processes (`--workers`): they share the port, give the single process's
+embeddings, report one set of metrics, stop together, and refuse an embedded store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.images import data_uri, encode, noise
+from tests.server import REPO, run_server
+
+pytestmark = pytest.mark.slow
+
+
+def _embed(url: str, body: dict[str, object]) -> np.ndarray:
+    r = httpx.post(f"{url}/v1/embeddings", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    return np.array([d["embedding"] for d in r.json()["data"]])
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_two_workers_serve_the_same_embeddings(model_dir: Path, tmp_path: Path) -> None:
+    base = ["--models-dir", str(model_dir.parent), "--models", model_dir.name]
+    texts = {"input": ["seven", "a photo of the number 3"]}
+    images = {"input": [data_uri(encode(noise(90, 60, seed=s), "PNG")) for s in range(3)]}
+    images["modality"] = "image"  # type: ignore[assignment]
+    with run_server(tmp_path, *base) as one:
+        ref_text, ref_image = _embed(one.url, texts), _embed(one.url, images)
+    with run_server(tmp_path, *base, "--workers", "2", "--store-engine", "none") as srv:
+        workers = _children(srv.process.pid)
+        assert len(workers) == 2, workers
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda _: _embed(srv.url, texts), range(40)))
+        for g in got:
+            assert np.min(np.sum(g * ref_text, axis=1)) >= 0.9999
+        assert np.min(np.sum(_embed(srv.url, images) * ref_image, axis=1)) >= 0.9999
+        # one worker's /metrics counts every worker's requests (prometheus multiprocess mode)
+        for _ in range(4):
+            scraped = httpx.get(f"{srv.url}/metrics").text
+            assert _metric(scraped, 'clipserve_items_total{model="mnist-clip",tower="text"}') >= 80
+        # no store: listing is empty, writes are refused as disabled
+        assert httpx.get(f"{srv.url}/v1/collections").json() == {"collections": []}
+        put = httpx.put(f"{srv.url}/v1/collections/docs", json={})
+        assert put.status_code == 501 and put.json()["error"]["code"] == "store_disabled"
+        srv.process.terminate()
+        assert srv.process.wait(timeout=30) == 0
+    assert not any(_alive(p) for p in workers)
+
+
+def test_workers_need_a_store_server_or_none(model_dir: Path, tmp_path: Path) -> None:
+    def serve(*flags: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "service", "serve", "--port", "0", *flags]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+
+    refused = serve("--workers", "2", "--data-dir", str(tmp_path / "data"))
+    assert refused.returncode == 2 and "needs a Qdrant server" in refused.stderr
+    # a worker that cannot load its models stops the whole server with the worker's reason
+    broken = serve("--workers", "2", "--store-engine", "none", "--models-dir", str(tmp_path))
+    assert broken.returncode == 2, broken.stderr
+    assert "no model folders" in broken.stderr.splitlines()[-1]
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    kids = [int(p) for p in out.split()]
+    return [k for k in kids if "spawn_main" in _cmdline(k)]  # not the resource tracker
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
