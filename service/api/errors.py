@@ -103,7 +103,12 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     err = errors[0]
     if err.get("type") == "json_invalid":
         detail = (err.get("ctx") or {}).get("error", "")
-        return f"request body is not valid JSON {detail}".strip(), None
+        return (
+            f"request body is not valid JSON: {detail}"
+            if detail
+            else "request body is not valid JSON",
+            None,
+        )
     # drop "body" and pydantic's union/validator branch names ("function-after[...]", "str")
     loc = [
         str(p)

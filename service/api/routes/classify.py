@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Response
 
 from service.api.deps import AppState, State
 from service.api.errors import ApiError
+from service.api.responses import FastJSONRoute
 from service.api.routes.embeddings import check_items, embed_image_strings
 from service.api.schemas import ErrorResponse
 from service.api.schemas_store import (
@@ -22,7 +23,7 @@ from service.classify import DEFAULT_TEMPLATES, prototypes, scores, top_k
 from service.registry import LoadedModel
 from service.store import LabelSet
 
-router = APIRouter(prefix="/v1", tags=["classification"])
+router = APIRouter(prefix="/v1", tags=["classification"], route_class=FastJSONRoute)
 
 SetName = Annotated[str, Path(pattern=NAME_PATTERN, description="label set name")]
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path, Response
 
 from service.api.deps import AppState, State
 from service.api.errors import ApiError, ItemErrors
+from service.api.responses import FastJSONRoute
 from service.api.routes.embeddings import check_items, check_texts, embed_image_strings
 from service.api.schemas import ErrorResponse
 from service.api.schemas_store import (
@@ -34,7 +35,7 @@ from service.imaging import ImageError
 from service.registry import LoadedModel
 from service.store import CollectionInfo, CollectionOptions, SearchQuery
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=FastJSONRoute)
 
 Name = Annotated[str, Path(pattern=NAME_PATTERN, description="collection name")]
 _ERRORS: dict[int | str, dict[str, Any]] = {

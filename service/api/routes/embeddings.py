@@ -10,14 +10,14 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from service.api.deps import AppState, State
 from service.api.errors import ApiError, ItemErrors
-from service.api.responses import FastJSON
+from service.api.responses import FastJSON, FastJSONRoute
 from service.api.schemas import EmbeddingsRequest, EmbeddingsResponse, ErrorResponse, ImageItem
 from service.embedder import ImageBatchError
 from service.imaging import ImageError
 from service.inputs import ImageSource, image_source
 from service.registry import LoadedModel
 
-router = APIRouter(prefix="/v1", tags=["embeddings"])
+router = APIRouter(prefix="/v1", tags=["embeddings"], route_class=FastJSONRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 429, 503)

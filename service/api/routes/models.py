@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import State
+from service.api.responses import FastJSONRoute
 from service.api.schemas import ErrorResponse, ModelCard, ModelList
 from service.registry import LoadedModel
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix="/v1", tags=["models"], route_class=FastJSONRoute)
 
 
 def model_card(model: LoadedModel) -> ModelCard:
