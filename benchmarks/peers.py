@@ -2,8 +2,13 @@
 (so every peer can load it), exported for clipserve, then the same load against each server.
 
     python benchmarks/peers.py build /tmp/peer-clip      # HF folder + clipserve export
-    # start clipserve on /tmp/peer-clip-repo and the peer on /tmp/peer-clip, then for each:
-    clipserve bench --url URL --model MODEL --encoding float --path /embeddings ...
+    python benchmarks/peer_clip_server.py build /tmp/peer-clip-cas   # clip-server's folder
+    python benchmarks/peers.py run [--duration 6] [--out peers.json]
+
+`run` starts clipserve, Infinity (.tools/infinity-venv) and clip-server (.tools/cas-venv, gRPC)
+once, pauses all three (SIGSTOP), and for every load resumes one server at a time, so each is
+measured alone and the three measurements of a load are back to back. Load: closed loop, one
+item per request, texts or 600x400 JPEGs (data URIs for HTTP, raw bytes for clip-server's gRPC).
 
 The model: CLIPConfig with a 224 px / patch 32 image tower and a 77-token text tower, width 256,
 4 layers each, OpenAI CLIP's BPE vocabulary (from open_clip), random weights.
@@ -11,8 +16,19 @@ The model: CLIPConfig with a 224 px / patch 32 image tower and a 77-token text t
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ROOT / ".tools"
 
 
 def build(folder: Path) -> None:
@@ -59,7 +75,148 @@ def build(folder: Path) -> None:
     export_model(f"hf:{folder}", folder.parent / f"{folder.name}-repo" / folder.name)
 
 
+def _start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            cmd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    import httpx
+
+    for _ in range(600):
+        if process.poll() is not None:
+            raise SystemExit(f"{url} exited:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} not ready:\n{log.read_text()[-2000:]}")
+
+
+def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    os.killpg(process.pid, sig)
+
+
+def _http_bench(
+    url: str, model: str | None, path: str
+) -> Callable[[str, int, float], dict[str, Any]]:
+    from service.bench import BenchConfig, run_bench
+
+    def bench(modality: str, concurrency: int, duration: float) -> dict[str, Any]:
+        cfg = BenchConfig(
+            url=url,
+            model=model,
+            modality=modality,
+            concurrency=concurrency,
+            duration_s=duration,
+            encoding="float",
+            path=path,
+        )
+        r = asyncio.run(run_bench(cfg))
+        return {"items_per_s": r.items_per_s, "errors": r.errors, **r.latency_ms}
+
+    return bench
+
+
+def _grpc_bench(modality: str, concurrency: int, duration: float) -> dict[str, Any]:
+    cmd = [str(TOOLS / "cas-venv/bin/python"), str(ROOT / "benchmarks/peer_clip_server.py")]
+    cmd += ["bench", "--modality", modality, "--concurrency", str(concurrency)]
+    cmd += ["--duration", str(duration), "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    row = json.loads(out.strip().splitlines()[-1])
+    return {k: row[k] for k in ("items_per_s", "errors", "p50", "p95", "p99")}
+
+
+def run(hf: Path, duration: float, concurrency: list[int], out: Path | None) -> None:
+    logs = Path("/tmp/peers-logs")
+    logs.mkdir(exist_ok=True)
+    repo = hf.parent / f"{hf.name}-repo"
+    ours = [sys.executable, "-m", "service", "serve", "--models-dir", str(repo), "--port", "8301"]
+    infinity = [str(TOOLS / "infinity-venv/bin/infinity_emb"), "v2", "--model-id", str(hf)]
+    infinity += ["--engine", "torch", "--device", "cpu", "--batch-size", "32", "--port", "8302"]
+    cas_env = {**os.environ, "NO_VERSION_CHECK": "1", "JINA_OPTOUT_TELEMETRY": "1"}
+    cas_env["OMP_NUM_THREADS"] = "1"  # its default oversubscribes small machines (2-2.5x slower)
+    cas = [str(TOOLS / "cas-venv/bin/python"), "-m", "clip_server"]
+    cas += [str(hf.parent / f"{hf.name}-cas" / "flow.yml")]
+    servers = {
+        "clipserve": (
+            _start([*ours, "--store-engine", "none"], logs / "clipserve.log"),
+            _http_bench("http://127.0.0.1:8301", None, "/v1/embeddings"),
+        ),
+        "Infinity": (
+            _start(infinity, logs / "infinity.log"),
+            _http_bench("http://127.0.0.1:8302", str(hf), "/embeddings"),
+        ),
+        "clip-server": (_start(cas, logs / "clip-server.log", cas_env), _grpc_bench),
+    }
+    try:
+        _wait_http("http://127.0.0.1:8301/readyz", servers["clipserve"][0], logs / "clipserve.log")
+        _wait_http("http://127.0.0.1:8302/health", servers["Infinity"][0], logs / "infinity.log")
+        time.sleep(20)  # clip-server's gateway + executor (its bench retries on warm-up)
+        for process, _ in servers.values():
+            _signal(process, signal.SIGSTOP)
+        rows = []
+        for modality in ("text", "image"):
+            for c in concurrency:
+                for name, (process, bench) in servers.items():
+                    _signal(process, signal.SIGCONT)
+                    try:
+                        result = bench(modality, c, duration)
+                    finally:
+                        _signal(process, signal.SIGSTOP)
+                    rows.append({"server": name, "modality": modality, "concurrency": c, **result})
+                    print(json.dumps(rows[-1]), flush=True)
+    finally:
+        for process, _ in servers.values():
+            _signal(process, signal.SIGCONT)
+            _signal(process, signal.SIGTERM)
+    print(table(rows))
+    if out:
+        out.write_text(json.dumps(rows, indent=2))
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: per load, items/s and p50/p99 of each server, and our throughput ratio."""
+    peers = ["Infinity", "clip-server"]
+    head = "| load | clipserve items/s | " + " | ".join(f"{p} items/s (ratio)" for p in peers)
+    head += " | clipserve p50 / p99 ms | " + " | ".join(f"{p} p50 / p99 ms" for p in peers) + " |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(peers) + 1)]
+    loads = sorted(
+        {(r["modality"], r["concurrency"]) for r in rows}, key=lambda k: (k[0] != "text", k[1])
+    )
+    for modality, c in loads:
+        by = {r["server"]: r for r in rows if (r["modality"], r["concurrency"]) == (modality, c)}
+        us = by["clipserve"]
+        cells = [f"{modality} c={c}", f"{us['items_per_s']:.1f}"]
+        cells += [
+            f"{by[p]['items_per_s']:.1f} ({us['items_per_s'] / by[p]['items_per_s']:.2f}x)"
+            for p in peers
+        ]
+        cells += [f"{us['p50']:.1f} / {us['p99']:.1f}"]
+        cells += [f"{by[p]['p50']:.1f} / {by[p]['p99']:.1f}" for p in peers]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "build":
-        raise SystemExit(__doc__)
-    build(Path(sys.argv[2]))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("folder", type=Path)
+    r = sub.add_parser("run")
+    r.add_argument("--hf", type=Path, default=Path("/tmp/peer-clip"))
+    r.add_argument("--duration", type=float, default=6.0)
+    r.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    r.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.cmd == "build":
+        build(args.folder)
+    else:
+        sys.path.insert(0, str(ROOT))
+        run(args.hf, args.duration, args.concurrency, args.out)
