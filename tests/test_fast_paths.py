@@ -15,7 +15,7 @@ import pytest
 
 from service.imaging import ImageLimits, ImagePreprocessor
 from service.manifest import load_manifest
-from service.runners.bound import buckets_up_to
+from service.runners.bound import BoundRunner, buckets_up_to
 from service.runners.onnx import OrtOptions, OrtTowerRunner
 from tests.images import blocks, data_uri, encode, noise
 from tests.server import run_server
@@ -81,6 +81,22 @@ def test_io_binding_equals_a_plain_run(model_dir: Path, tower: str) -> None:
         ref = plain.run(batch)
         assert out.shape == ref.shape
         assert np.min(_cos(out, ref)) >= 0.99999
+
+
+def test_io_binding_that_cannot_run_falls_back_at_its_first_run(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Buffers on a device this onnxruntime build lacks: the first run (the warm-up at start-up)
+    logs why and serves without binding, with the same embeddings."""
+    spec = load_manifest(model_dir).towers["text"]
+    runner = OrtTowerRunner(spec.onnx_file(model_dir), spec, OrtOptions(io_binding=True))
+    plain = OrtTowerRunner(spec.onnx_file(model_dir), spec, OrtOptions())
+    assert runner.bound is not None
+    runner.bound = BoundRunner(runner.session, spec, "cuda", (1, 2, 4), cuda_graph=False)
+    ids = np.arange(2 * 16).reshape(2, 16) % 30
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    assert np.min(_cos(runner.run(feeds), plain.run(feeds))) >= 0.99999
+    assert runner.bound is None and "I/O binding failed" in caplog.text
 
 
 def test_served_fast_path_equals_reference_path(model_dir: Path, tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ class BoundRunner:
             b: queue.SimpleQueue() for b in buckets
         }
         self._graphs = 0
+        self.proven = False  # a run has succeeded: later failures are real errors
 
     def _allocate(self, bucket: int) -> _Buffers:
         ort = self._ort
