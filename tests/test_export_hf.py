@@ -232,7 +232,7 @@ def test_cli_export_with_triton_options(hf_folder: Path, tmp_path: Path) -> None
             "2",
             "--triton-max-batch-size",
             "64",
-            "--simplify",
+            "--no-simplify",
         ],
         capture_output=True,
         text=True,
@@ -241,7 +241,7 @@ def test_cli_export_with_triton_options(hf_folder: Path, tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PASS" in result.stdout
-    assert load_manifest(out).export["simplified"] is True
+    assert load_manifest(out).export["simplified"] is False
     config = (out / "image" / "config.pbtxt").read_text()
     assert "max_batch_size: 64" in config and "count: 2" in config
     assert 'name : "tensorrt"' in config and 'value: "FP16"' in config

@@ -94,7 +94,7 @@ def write_model(
     name: str,
     fp16: bool,
     triton: TritonOptions,
-    simplified: bool = False,
+    simplified: bool = True,
     uint8_variant: bool = True,
 ) -> Manifest:
     manifest = build_manifest(src, name, "fp16" if fp16 else "fp32")
@@ -134,7 +134,7 @@ def export_model(
     force: bool = False,
     triton: TritonOptions | None = None,
     card: dict[str, object] | None = None,
-    simplified: bool = False,
+    simplified: bool = True,
     uint8_variant: bool = True,
 ) -> Manifest:
     src = load_source(source)
