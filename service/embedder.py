@@ -18,9 +18,9 @@ import numpy as np
 
 from service import metrics
 from service.batcher import BatchPolicy, QueueFull, TowerBatcher
-from service.imaging import ImageError, ImageLimits, ImagePreprocessor
+from service.imaging import ImageError, ImagePreprocessor
 from service.inputs import ImageSource, source_bytes
-from service.manifest import ImagePreprocess, Tower
+from service.manifest import Tower
 from service.registry import LoadedModel, Registry
 from service.runners.base import RunnerError
 
@@ -111,7 +111,7 @@ class Embedder:
         async def one(source: ImageSource) -> np.ndarray:
             try:
                 pixels, seconds = await loop.run_in_executor(
-                    self._decode_pool, decode_image, pre.spec, pre.limits, pre.raw, source
+                    self._decode_pool, decode_image, pre, source
                 )
             except BrokenExecutor:  # a decode process died: replace the pool, refuse this one
                 self._decode_pool = self._replace_pool()
@@ -138,13 +138,13 @@ class Embedder:
         return np.stack(results)  # type: ignore[arg-type]
 
 
-def decode_image(
-    spec: ImagePreprocess, limits: ImageLimits, raw: bool, source: ImageSource
-) -> tuple[np.ndarray, float]:
-    """Runs on the decode pool (threads or processes, so it is a module-level function)."""
+def decode_image(pre: ImagePreprocessor, source: ImageSource) -> tuple[np.ndarray, float]:
+    """Runs on the decode pool (threads or processes, so it is a module-level function; the
+    model's own preprocessor goes along, pickled for a process, shared by threads)."""
     started = time.perf_counter()
-    pixels = ImagePreprocessor(spec, limits, raw)(source_bytes(source))
+    pixels = pre(source_bytes(source))
     seconds = time.perf_counter() - started
+    limits = pre.limits
     if seconds > limits.max_decode_s:  # the pixel limit bounds the work; this bounds the time
         raise ImageError(
             "image_decode_too_slow",
