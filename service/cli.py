@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import types
 import typing
@@ -245,6 +246,17 @@ def cmd_store_optimize(args: argparse.Namespace) -> None:
         raise CliError(str(exc)) from exc
 
 
+def _server_flags(parser: argparse.ArgumentParser, api_key: bool = True) -> None:
+    """The server a client command talks to: flags, or CLIPSERVE_URL / CLIPSERVE_API_KEY."""
+    url = os.environ.get("CLIPSERVE_URL", "http://127.0.0.1:8000")
+    parser.add_argument(
+        "--url", default=url, help=f"the server (default: {url}) [env CLIPSERVE_URL]"
+    )
+    if api_key:
+        key = os.environ.get("CLIPSERVE_API_KEY")
+        parser.add_argument("--api-key", default=key, help="Bearer key [env CLIPSERVE_API_KEY]")
+
+
 def _image_size(value: str) -> tuple[int, int]:
     width, sep, height = value.lower().partition("x")
     if not (sep and width.isdigit() and height.isdigit()):
@@ -308,15 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     index = add("index", help="bulk-index a folder of images into a collection")
     index.add_argument("dir")
     index.add_argument("--collection", required=True)
-    index.add_argument("--url", default="http://127.0.0.1:8000")
-    index.add_argument("--api-key", default=None)
+    _server_flags(index)
     index.add_argument("--batch", type=int, default=32, help="images per request")
     index.set_defaults(func=cmd_index)
 
     evaluate = add("eval", help="zero-shot and retrieval metrics on an ImageFolder")
     evaluate.add_argument("dir", help="one folder per class; the folder name is the label")
-    evaluate.add_argument("--url", default="http://127.0.0.1:8000")
-    evaluate.add_argument("--api-key", default=None)
+    _server_flags(evaluate)
     evaluate.add_argument("--model", default=None)
     evaluate.set_defaults(func=cmd_eval)
 
@@ -329,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.set_defaults(func=cmd_store_optimize)
 
     bench = add("bench", help="load-test a running server")
-    bench.add_argument("--url", default="http://127.0.0.1:8000")
+    _server_flags(bench, api_key=False)
     bench.add_argument("--model", default=None)
     bench.add_argument("--modality", choices=["text", "image", "mixed"], default="text")
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
