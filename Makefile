@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
 
-.PHONY: install serve test test-fast lint format bench clean
+.PHONY: install serve test test-fast test-serve lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +17,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)  ## the project with every extra needed by the tests (CPU onnxruntime)
 
+# The serving side without the export extra: no torch (whose Linux wheels bring ~4 GB of CUDA).
+$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[cpu,triton,dev]'
+	touch $(SERVE_STAMP)
+
 serve: $(STAMP)  ## serve the bundled default model on :8000 with the embedded store
 	$(BIN)/clipserve serve
 
@@ -26,6 +32,10 @@ test: install  ## install everything the tests need, then run them all
 
 test-fast: install  ## skip the slow tests (a local shortcut; CI runs everything)
 	$(BIN)/python -m pytest -m "not slow"
+
+test-serve: $(SERVE_STAMP)  ## the serving side only: no export extra, no deploy validators
+	bash .ci/install-triton.sh
+	$(BIN)/python -m pytest -m "not export and not deploy" --ignore-glob='tests/test_export_*.py'
 
 lint: install
 	$(BIN)/ruff check service tests training benchmarks

@@ -6,13 +6,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import types
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from service.config import Settings
+
+T = TypeVar("T")
 
 
 def _flag_type(annotation: Any) -> tuple[Callable[[str], Any] | None, bool]:
@@ -28,11 +31,25 @@ def _flag_type(annotation: Any) -> tuple[Callable[[str], Any] | None, bool]:
     return str, False
 
 
+def _default_text(field: Any) -> str:
+    """A setting's default as a user would type it (lists comma-separated)."""
+    value = field.default_factory() if field.default_factory is not None else field.default
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         kind, is_bool = _flag_type(field.annotation)
-        help_text = f"{field.description} [env CLIPSERVE_{name.upper()}]"
+        help_text = (
+            f"{field.description} (default: {_default_text(field)}) [env CLIPSERVE_{name.upper()}]"
+        ).replace("%", "%%")
         if is_bool:
             parser.add_argument(
                 flag,
@@ -54,28 +71,43 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    from pydantic import ValidationError
+
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
-    return Settings(**given)
+    try:
+        return Settings(**given)
+    except ValidationError as exc:  # one line: "--port (CLIPSERVE_PORT): ..."
+        problems = [
+            f"--{str(e['loc'][0]).replace('_', '-')} (CLIPSERVE_{str(e['loc'][0]).upper()}): "
+            f"{e['msg']}, got {e.get('input')!r}"
+            for e in exc.errors()
+        ]
+        _fail("; ".join(problems))
+
+
+class CliError(Exception):
+    """A failure the user can fix: printed as one line, exit code 2."""
 
 
 def _fail(message: str) -> typing.NoReturn:
-    print(f"clipserve: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise CliError(message)
+
+
+def _unreachable(url: str) -> str:
+    return (
+        f"cannot reach a clipserve server at {url}: start one with `clipserve serve`, "
+        "or point --url at it"
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from pydantic import ValidationError
-
     from service.serving import StartupError, serve
 
+    settings = settings_from_args(args)
     try:
-        settings = settings_from_args(args)
-    except ValidationError as exc:
-        _fail(str(exc))
-    try:
-        serve(settings)
+        serve(settings, debug=args.debug)
     except StartupError as exc:
-        _fail(str(exc))
+        raise CliError(str(exc)) from exc
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -105,7 +137,7 @@ def cmd_export(args: argparse.Namespace) -> None:
             uint8_variant=args.uint8_variant,
         )
     except ExportError as exc:
-        _fail(str(exc))
+        raise CliError(str(exc)) from exc
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -117,7 +149,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     except ImportError as exc:
         _fail(f"bench needs the bench extra: pip install 'clipserve[bench]' ({exc})")
 
-    width, height = (int(v) for v in args.image_size.lower().split("x"))
+    width, height = args.image_size
     results = []
     for concurrency in args.concurrency:
         cfg = BenchConfig(
@@ -134,7 +166,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
             encoding=args.encoding,
             path=args.path,
         )
-        result = asyncio.run(run_bench(cfg))
+        try:
+            result = asyncio.run(run_bench(cfg))
+        except OSError as exc:  # aiohttp's connection errors are OSErrors
+            raise CliError(_unreachable(args.url)) from exc
         print(format_row(result), flush=True)
         results.append(result)
     if args.out:
@@ -148,16 +183,27 @@ def _client(args: argparse.Namespace) -> Any:
     return httpx.Client(base_url=args.url, headers=headers, timeout=300)
 
 
+def _against_server(args: argparse.Namespace, work: Callable[[Any], T]) -> T:
+    """Run `work(client)`; an unreachable server or a refused request is one line."""
+    import httpx
+
+    with _client(args) as client:
+        try:
+            return work(client)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise CliError(_unreachable(args.url)) from exc
+        except (RuntimeError, OSError) as exc:
+            raise CliError(str(exc)) from exc
+
+
 def cmd_index(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from service.indexer import index_folder
 
-    with _client(args) as client:
-        try:
-            report = index_folder(client, Path(args.dir), args.collection, args.batch)
-        except (RuntimeError, OSError) as exc:
-            _fail(str(exc))
+    report = _against_server(
+        args, lambda client: index_folder(client, Path(args.dir), args.collection, args.batch)
+    )
     print(
         f"{report.found} images: {report.indexed} indexed, {report.skipped} already there, "
         f"{report.failed} failed"
@@ -169,11 +215,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     from service.evaluate import evaluate_folder
 
-    with _client(args) as client:
-        try:
-            report = evaluate_folder(client, Path(args.dir), args.model)
-        except (RuntimeError, OSError) as exc:
-            _fail(str(exc))
+    report = _against_server(
+        args, lambda client: evaluate_folder(client, Path(args.dir), args.model)
+    )
     print("\n".join(report.lines()))
 
 
@@ -199,18 +243,48 @@ def cmd_store_optimize(args: argparse.Namespace) -> None:
     try:
         asyncio.run(run())
     except (StoreError, StoreUnavailable) as exc:
-        _fail(str(exc))
+        raise CliError(str(exc)) from exc
+
+
+def _server_flags(parser: argparse.ArgumentParser, api_key: bool = True) -> None:
+    """The server a client command talks to: flags, or CLIPSERVE_URL / CLIPSERVE_API_KEY."""
+    url = os.environ.get("CLIPSERVE_URL", "http://127.0.0.1:8000")
+    parser.add_argument(
+        "--url", default=url, help=f"the server (default: {url}) [env CLIPSERVE_URL]"
+    )
+    if api_key:
+        key = os.environ.get("CLIPSERVE_API_KEY")
+        parser.add_argument("--api-key", default=key, help="Bearer key [env CLIPSERVE_API_KEY]")
+
+
+def _image_size(value: str) -> tuple[int, int]:
+    width, sep, height = value.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise argparse.ArgumentTypeError(f"{value!r} is not WIDTHxHEIGHT, e.g. 600x400")
+    return int(width), int(height)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipserve", description=__doc__)
+    debug = "show the full traceback of a failure (otherwise one line: cause and fix)"
+    parser.add_argument("--debug", action="store_true", help=debug)
+    common = argparse.ArgumentParser(add_help=False)  # --debug after the command works too
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve the HTTP API")
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    serve = add(
+        "serve",
+        help="serve the HTTP API",
+        description="Serve the HTTP API. Every flag is also a CLIPSERVE_* environment variable "
+        "(flags win).",
+    )
     add_settings_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
-    export = sub.add_parser("export", help="export a checkpoint into the model repository")
+    export = add("export", help="export a checkpoint into the model repository")
     export.add_argument(
         "--source", required=True, help="hf:<id|dir> or open_clip:<model>[:<tag|path>]"
     )
@@ -243,22 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--triton-tensorrt-fp32", action="store_true", help="TensorRT in FP32")
     export.set_defaults(func=cmd_export)
 
-    index = sub.add_parser("index", help="bulk-index a folder of images into a collection")
+    index = add("index", help="bulk-index a folder of images into a collection")
     index.add_argument("dir")
     index.add_argument("--collection", required=True)
-    index.add_argument("--url", default="http://127.0.0.1:8000")
-    index.add_argument("--api-key", default=None)
+    _server_flags(index)
     index.add_argument("--batch", type=int, default=32, help="images per request")
     index.set_defaults(func=cmd_index)
 
-    evaluate = sub.add_parser("eval", help="zero-shot and retrieval metrics on an ImageFolder")
+    evaluate = add("eval", help="zero-shot and retrieval metrics on an ImageFolder")
     evaluate.add_argument("dir", help="one folder per class; the folder name is the label")
-    evaluate.add_argument("--url", default="http://127.0.0.1:8000")
-    evaluate.add_argument("--api-key", default=None)
+    _server_flags(evaluate)
     evaluate.add_argument("--model", default=None)
     evaluate.set_defaults(func=cmd_eval)
 
-    optimize = sub.add_parser(
+    optimize = add(
         "store-optimize",
         help="build HNSW indexes and vacuum the embedded store (with the server stopped)",
     )
@@ -266,15 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--collection", action="append", help="default: every collection")
     optimize.set_defaults(func=cmd_store_optimize)
 
-    bench = sub.add_parser("bench", help="load-test a running server")
-    bench.add_argument("--url", default="http://127.0.0.1:8000")
+    bench = add("bench", help="load-test a running server")
+    _server_flags(bench, api_key=False)
     bench.add_argument("--model", default=None)
     bench.add_argument("--modality", choices=["text", "image", "mixed"], default="text")
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     bench.add_argument("--batch", type=int, default=1, help="items per request")
     bench.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     bench.add_argument("--requests", type=int, default=0, help="stop after N requests instead")
-    bench.add_argument("--image-size", default="600x400", help="WIDTHxHEIGHT of test images")
+    bench.add_argument(
+        "--image-size", type=_image_size, default=(600, 400), help="WIDTHxHEIGHT of test images"
+    )
     bench.add_argument("--image-format", default="jpeg", choices=["jpeg", "png", "webp"])
     bench.add_argument("--transport", choices=["json", "multipart"], default="json")
     bench.add_argument("--encoding", choices=["float", "base64"], default="base64")
@@ -284,9 +358,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Every failure a user can cause ends in one line on stderr and a non-zero exit code;
+    `--debug` shows the traceback instead."""
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("clipserve: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, CliError):
+            message, code = " ".join(str(exc).split()), 2
+        else:
+            message, code = f"{_one_line(exc)} (run with --debug for the traceback)", 1
+        print(f"clipserve: error: {message}", file=sys.stderr)
+        raise SystemExit(code) from None
 
 
 if __name__ == "__main__":

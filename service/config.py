@@ -12,7 +12,17 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+def bundled_models_dir() -> Path:
+    """The model repository that ships with clipserve: inside the package when installed from a
+    wheel (`pip install .`, see setup.py), else `models/` beside the package (a source checkout
+    or an editable install)."""
+    package = Path(__file__).resolve().parent
+    installed = package / "bundled_models"
+    return installed if installed.is_dir() else package.parent / "models"
+
+
+BUNDLED_MODELS_DIR = bundled_models_dir()
 
 CommaList = Annotated[list[str], NoDecode]
 

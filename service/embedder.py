@@ -41,6 +41,11 @@ class DeadlineExceeded(TimeoutError):
 class TextResult:
     vectors: np.ndarray
     tokens: int
+    unknown: np.ndarray  # per text: tokens the model's vocabulary does not know
+
+    @property
+    def unknown_tokens(self) -> int:
+        return int(self.unknown.sum())
 
 
 class Embedder:
@@ -86,9 +91,12 @@ class Embedder:
     async def embed_texts(self, model: LoadedModel, texts: list[str]) -> TextResult:
         batcher = self.batcher(model, "text")
         assert model.tokenizer is not None  # a text tower always has one (checked at load)
-        ids, mask = model.tokenizer.encode(texts)
+        ids, mask, unknown = model.tokenizer.encode_counting_unknown(texts)
+        if unknown.any():
+            metrics.UNKNOWN_TOKENS.labels(model=model.name).inc(int(unknown.sum()))
         items = [{"input_ids": ids[i], "attention_mask": mask[i]} for i in range(len(texts))]
-        return TextResult(await self._timed(batcher.submit(items)), int(mask.sum()))
+        vectors = await self._timed(batcher.submit(items))
+        return TextResult(vectors, int(mask.sum()), unknown)
 
     async def _timed(self, work: Awaitable[T]) -> T:
         try:

@@ -1,5 +1,11 @@
 """`clipserve eval DIR`: zero-shot accuracy and text->image retrieval on an ImageFolder tree
-(one folder per class, the folder name is the label), measured through a running server."""
+(one folder per class, the folder name is the label), measured through a running server.
+
+Text->image retrieval is measured by `text_to_image` below, which the default model's card
+(`training/train_default.py`) uses too, so a card and `clipserve eval` on the same images and
+class names give the same numbers: one query per class and prompt template (the model's own
+templates, as `/v1/classify` uses), relevant = the images of that class.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,34 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service.indexer import image_files
+from service.indexer import find_images
+
+PRECISION_AT = (1, 5, 10)
+
+
+def class_queries(classes: list[str], templates: list[str]) -> tuple[list[str], np.ndarray]:
+    """One query text per class and template, and the class index of each."""
+    from service.classify import prompts
+
+    texts = [p for label in classes for p in prompts(label, templates)]
+    return texts, np.repeat(np.arange(len(classes)), len(templates))
+
+
+def text_to_image(
+    queries: np.ndarray, query_class: np.ndarray, images: np.ndarray, image_class: np.ndarray
+) -> dict[str, Any]:
+    """precision@k (share of the top k images that are of the query's class) and mean average
+    precision over the whole ranking, averaged over queries; vectors are unit norm. With few
+    classes, "recall@k" (any relevant image in the top k) is nearly always 1, so it is not used."""
+    order = np.argsort(-(queries @ images.T), axis=1, kind="stable")
+    hits = image_class[order] == query_class[:, None]
+    ranks = np.arange(1, hits.shape[1] + 1)
+    ap = (np.cumsum(hits, axis=1) / ranks * hits).sum(axis=1) / np.maximum(hits.sum(axis=1), 1)
+    out: dict[str, Any] = {"queries": len(queries)}
+    for k in PRECISION_AT:
+        out[f"precision_at_{k}"] = round(float(hits[:, :k].mean()), 4)
+    out["mean_average_precision"] = round(float(ap.mean()), 4)
+    return out
 
 
 @dataclass
@@ -20,63 +53,75 @@ class EvalReport:
     classes: int
     top1: float
     top5: float
-    recall: dict[int, float] = field(default_factory=dict)
-    precision: dict[int, float] = field(default_factory=dict)
+    text_to_image: dict[str, Any] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
-        out = [
+        t2i = self.text_to_image
+        precision = "  ".join(f"precision@{k} {t2i[f'precision_at_{k}']:.4f}" for k in PRECISION_AT)
+        return [
             f"{self.images} images, {self.classes} classes",
             f"zero-shot top-1 {self.top1:.4f}  top-5 {self.top5:.4f}  "
             f"(chance {1 / self.classes:.4f})",
+            f"text->image ({t2i['queries']} queries: class x template) {precision}  "
+            f"mAP {t2i['mean_average_precision']:.4f}",
         ]
-        for k in sorted(self.recall):
-            out.append(
-                f"text->image recall@{k} {self.recall[k]:.4f}  precision@{k} "
-                f"{self.precision[k]:.4f}"
-            )
-        return out
 
 
-def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    r = client.post(path, json=body, timeout=300)
-    if r.status_code >= 400:
-        raise RuntimeError(f"{path}: {r.status_code} {r.text[:500]}")
-    return dict(r.json())
+def _check(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code >= 400:
+        raise RuntimeError(f"{response.request.url.path}: {response.status_code} {response.text}")
+    return dict(response.json())
+
+
+def image_classes(root: Path) -> tuple[list[Path], list[str], np.ndarray]:
+    """(files, class names, class index per file) of an ImageFolder tree; images outside class
+    folders, or a single class, would make every metric trivially 1.0: refused."""
+    files = find_images(root)
+    loose = [p.name for p in files if p.parent == root]
+    if loose:
+        raise RuntimeError(
+            f"{root} holds images directly ({loose[0]}...): eval needs one sub-folder per "
+            f"class, named for the class (e.g. {root / 'cat' / 'a.jpg'})"
+        )
+    top = [p.relative_to(root).parts[0] for p in files]
+    classes = sorted(set(top))
+    if len(classes) < 2:
+        raise RuntimeError(
+            f"{root} has one class folder ({classes[0]!r}): eval needs two or more, one per class"
+        )
+    return files, classes, np.array([classes.index(c) for c in top])
 
 
 def evaluate_folder(
     client: httpx.Client, root: Path, model: str | None = None, batch: int = 64
 ) -> EvalReport:
-    files = list(image_files(root))
-    if not files:
-        raise RuntimeError(f"no images under {root}")
-    classes = sorted({p.parent.name for p in files})
-    truth = np.array([classes.index(p.parent.name) for p in files])
+    files, classes, truth = image_classes(root)
     top1 = top5 = 0
     vectors: list[list[float]] = []
+    served = model
     for start in range(0, len(files), batch):
         chunk = [base64.b64encode(p.read_bytes()).decode() for p in files[start : start + batch]]
         body: dict[str, Any] = {"images": chunk, "labels": classes, "top_k": 5}
         emb: dict[str, Any] = {"input": chunk, "modality": "image"}
         if model:
             body["model"] = emb["model"] = model
-        results = _post(client, "/v1/classify", body)["results"]
+        results = _check(client.post("/v1/classify", json=body))["results"]
         for k, ranked in enumerate(results):
             labels = [r["label"] for r in ranked]
             expected = classes[truth[start + k]]
             top1 += labels[0] == expected
             top5 += expected in labels
-        vectors += [d["embedding"] for d in _post(client, "/v1/embeddings", emb)["data"]]
+        answer = _check(client.post("/v1/embeddings", json=emb))
+        served = answer["model"]
+        vectors += [d["embedding"] for d in answer["data"]]
+    templates = _check(client.get(f"/v1/models/{served}"))["templates"]
+    texts, query_class = class_queries(classes, templates)
+    query = {"input": texts, "model": served}
+    queries = np.asarray(
+        [d["embedding"] for d in _check(client.post("/v1/embeddings", json=query))["data"]]
+    )
     images = np.asarray(vectors, dtype=np.float32)
-    query: dict[str, Any] = {"input": [f"a photo of a {c}." for c in classes]}
-    if model:
-        query["model"] = model
-    texts = np.asarray([d["embedding"] for d in _post(client, "/v1/embeddings", query)["data"]])
-    order = np.argsort(-(texts @ images.T), axis=1)
-    recall, precision = {}, {}
-    for k in (1, 5, 10):
-        hits = truth[order[:, :k]] == np.arange(len(classes))[:, None]
-        recall[k] = float(np.mean(hits.any(axis=1)))  # a relevant image in the top k
-        precision[k] = float(np.mean(hits.mean(axis=1)))
     n = len(files)
-    return EvalReport(n, len(classes), top1 / n, top5 / n, recall, precision)
+    return EvalReport(
+        n, len(classes), top1 / n, top5 / n, text_to_image(queries, query_class, images, truth)
+    )

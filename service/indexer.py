@@ -36,6 +36,19 @@ def image_files(root: Path) -> Iterator[Path]:
             yield path
 
 
+def find_images(root: Path) -> list[Path]:
+    """The image files under `root`; a missing folder or one without images is a mistake to
+    report (not "0 images" and success)."""
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise FileNotFoundError(f"{root} {what}: pass the folder that holds the images")
+    files = list(image_files(root))
+    if not files:
+        kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise FileNotFoundError(f"no image files ({kinds}) under {root}")
+    return files
+
+
 def file_id(data: bytes) -> str:
     return str(uuid.uuid5(_FILE_NS, hashlib.sha256(data).hexdigest()))
 
@@ -64,7 +77,7 @@ def index_folder(
 ) -> IndexReport:
     from tqdm import tqdm
 
-    files = list(image_files(root))
+    files = find_images(root)
     report = IndexReport(found=len(files))
     _check(client.put(f"/v1/collections/{collection}", json={}))
     bar = tqdm(total=len(files), unit="img", disable=not progress)

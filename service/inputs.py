@@ -1,4 +1,8 @@
-"""Client image strings -> bytes: `data:` URIs, plain base64, or (when enabled) http(s) URLs."""
+"""Client image strings -> bytes: `data:` URIs, plain base64, or (when enabled) http(s) URLs.
+
+Whatever makes a string not an image (bad base64, a malformed data URI, bytes that are no
+image) is one error to the client: 422 `invalid_image`, with a message saying which.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +33,10 @@ def _b64decode(payload: str, max_bytes: int) -> bytes:
     try:
         return base64.b64decode(compact, altchars=altchars, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ImageError("invalid_base64", "image is not valid base64", 400) from exc
+        raise ImageError(
+            "invalid_image",
+            "image is not valid base64: send a data: URI or the file's bytes in base64",
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,9 @@ def source_bytes(source: ImageSource) -> bytes:
 def decode_data_uri(uri: str, max_bytes: int) -> Base64Image:
     header, sep, payload = uri.partition(",")
     if not sep:
-        raise ImageError("invalid_data_uri", "data URI has no ',' separator", 400)
+        raise ImageError("invalid_image", "data URI has no ',' separator")
     if not header.endswith(";base64"):
-        raise ImageError("invalid_data_uri", "only base64 data URIs are supported", 400)
+        raise ImageError("invalid_image", "only base64 data URIs are supported")
     return _checked(payload, max_bytes)
 
 

@@ -54,6 +54,12 @@ DECODE_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 ITEMS = Counter("clipserve_items_total", "Embedded items by model and tower", ["model", "tower"])
+UNKNOWN_TOKENS = Counter(
+    "clipserve_unknown_tokens_total",
+    "Text tokens the model's vocabulary does not know (such texts embed alike; see "
+    "GET /v1/models/{id} for the vocabulary)",
+    ["model"],
+)
 REJECTED = Counter(
     "clipserve_queue_rejections_total", "Items refused because a queue was full", ["model", "tower"]
 )

@@ -11,9 +11,11 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -38,6 +40,48 @@ class StartupError(Exception):
     """The server cannot start; the message is one line naming the cause."""
 
 
+class _StartupFailures:
+    """Wraps the app so that a failure in its lifespan start-up (the store cannot be opened,
+    ...) reaches `serve` as an exception instead of a traceback logged by the ASGI server:
+    Starlette sends the formatted traceback as the `lifespan.startup.failed` message, which
+    uvicorn logs; without --debug the message is dropped here and the CLI prints one line."""
+
+    def __init__(self, app: FastAPI, debug: bool) -> None:
+        self.app, self.debug = app, debug
+        self.failure: BaseException | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+
+        async def quiet(message: Any) -> None:
+            if message["type"] == "lifespan.startup.failed" and not self.debug:
+                message = {**message, "message": ""}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, quiet)
+        except Exception as exc:
+            self.failure = exc
+            raise
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before the models load, not after, when another process holds the port."""
+    if port == 0:
+        return
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen on {host}:{port} ({exc.strerror}): another server is probably "
+            "running there; stop it or pass --port"
+        ) from exc
+
+
 def build_app(settings: Settings) -> FastAPI:
     from service.api.app import create_app
     from service.registry import load_registry
@@ -57,8 +101,9 @@ def build_app(settings: Settings) -> FastAPI:
         raise StartupError(str(exc)) from exc
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, debug: bool = False) -> None:
     setup_logging(settings.log_level, settings.log_format)
+    _check_port_free(settings.host, settings.port)
     options = {
         "host": settings.host,
         "port": settings.port,
@@ -66,7 +111,17 @@ def serve(settings: Settings) -> None:
         "timeout_graceful_shutdown": int(settings.request_timeout_s),
     }
     if settings.workers == 1:
-        uvicorn.run(build_app(settings), **options)  # type: ignore[arg-type]
+        app = _StartupFailures(build_app(settings), debug)
+        try:
+            uvicorn.run(app, **options)  # type: ignore[arg-type]
+        except SystemExit as exc:
+            if app.failure is not None:
+                raise StartupError(str(app.failure) or repr(app.failure)) from app.failure
+            if exc.code in (0, None):
+                raise
+            raise StartupError(
+                f"the server stopped during start-up (exit code {exc.code})"
+            ) from exc
         return
     if settings.store_engine != "none" and not settings.qdrant_url:
         raise StartupError(

@@ -338,6 +338,11 @@ class Store:
         self._label_cache[collection] = loaded
         return loaded
 
+    async def list_label_sets(self) -> list[dict[str, Any]]:
+        """Every label set's record (name, model, templates, count), by name."""
+        records = await self.backend.scroll(SYSTEM, _kind_filter("label_set"), 100_000, False)
+        return sorted((dict(r.payload or {}) for r in records), key=lambda m: str(m["name"]))
+
     async def delete_label_set(self, name: str) -> None:
         async with self._schema:
             meta = await self._meta("label_set", name)

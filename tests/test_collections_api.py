@@ -300,8 +300,8 @@ def test_points_get_and_delete(srv: Server, digits: tuple[list[str], np.ndarray]
             "post",
             "/v1/collections/digits/points",
             {"items": [{"image": "%%"}]},
-            400,
-            "invalid_base64",
+            422,
+            "invalid_image",
         ),
         (
             "post",

@@ -38,3 +38,30 @@ def test_every_setting_has_a_flag() -> None:
     for name in Settings.model_fields:
         assert "--" + name.replace("_", "-") in help_text
         assert "CLIPSERVE_" + name.upper() in help_text
+
+
+def test_serve_help_shows_every_default() -> None:
+    """`clipserve serve --help`, as a user runs it, names each setting's default."""
+    import subprocess
+    import sys
+
+    from tests.server import REPO
+
+    out = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        check=True,
+    ).stdout
+    flat = " ".join(out.split())
+    for expected in (
+        "(default: 8000) [env CLIPSERVE_PORT]",
+        "(default: 10.0) [env CLIPSERVE_MAX_DECODE_S]",
+        "(default: CPUExecutionProvider) [env CLIPSERVE_PROVIDERS]",
+        "(default: false) [env CLIPSERVE_ALLOW_IMAGE_URLS]",
+        "(default: none) [env CLIPSERVE_QDRANT_URL]",
+    ):
+        assert expected in flat, expected
+    assert flat.count("(default: ") >= len(Settings.model_fields)

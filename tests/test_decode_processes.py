@@ -38,7 +38,7 @@ def test_same_embeddings_and_errors_as_threads(procs: Server, server: Server) ->
     bad = embed(procs.url, [IMAGES[0], "%%", data_uri(b"junk")])
     assert bad.status_code == 422
     assert [(i["index"], i["code"]) for i in bad.json()["error"]["items"]] == [
-        (1, "invalid_base64"),
+        (1, "invalid_image"),
         (2, "invalid_image"),
     ]
 

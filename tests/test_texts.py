@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from service.manifest import load_manifest
+from service.manifest import TextPreprocess, load_manifest
 from service.texts import TextTokenizer, clean_text
 
 
@@ -46,3 +47,40 @@ def test_clip_cleaning_fixes_entities_and_whitespace() -> None:
     assert clean_text("fish &amp;amp; chips\n\t ok", "clip") == "fish & chips ok"
     assert clean_text("  a   b ", "whitespace") == "a b"
     assert clean_text("  a &amp; b ", "none") == "  a &amp; b "
+
+
+def _tokenizer_folder(tmp_path: Path, tok: Tokenizer) -> tuple[TextPreprocess, Path]:
+    tok.save(str(tmp_path / "tokenizer.json"))
+    spec = TextPreprocess(kind="wordlevel", context_length=8, eot_id=3, lowercase=False)
+    return spec, tmp_path
+
+
+def test_word_level_vocabularies_count_unknown_words(tmp_path: Path) -> None:
+    vocab = {"[PAD]": 0, "[UNK]": 1, "<s>": 2, "</s>": 3, "a": 4, "seven": 5}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)]
+    )
+    tok.add_special_tokens(["[PAD]", "[UNK]", "<s>", "</s>"])
+    tokenizer = TextTokenizer(*_tokenizer_folder(tmp_path, tok))
+    ids, _, unknown = tokenizer.encode_counting_unknown(["a seven", "a cat", "cat dog bird", ""])
+    assert unknown.tolist() == [0, 1, 3, 0]
+    assert np.array_equal(ids, tokenizer.encode(["a seven", "a cat", "cat dog bird", ""])[0])
+    vocabulary = tokenizer.vocabulary
+    assert (vocabulary.kind, vocabulary.size, vocabulary.unknown_token) == ("WordLevel", 6, "[UNK]")
+    assert vocabulary.known_words == ["a", "seven"]
+
+
+def test_an_unknown_token_that_is_also_the_end_token_is_not_counted(tmp_path: Path) -> None:
+    """Hugging Face's CLIP tokenizer.json names `<|endoftext|>` as its BPE unknown token too."""
+    vocab = {"<pad>": 0, "<|endoftext|>": 1, "<s>": 2, "a": 3, "b": 4, "ab": 5}
+    tok = Tokenizer(models.BPE(vocab, [("a", "b")], unk_token="<|endoftext|>"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A <|endoftext|>", special_tokens=[("<s>", 2), ("<|endoftext|>", 1)]
+    )
+    tok.add_special_tokens(["<pad>", "<|endoftext|>", "<s>"])
+    tokenizer = TextTokenizer(*_tokenizer_folder(tmp_path, tok))
+    _, _, unknown = tokenizer.encode_counting_unknown(["ab", "abc"])
+    assert unknown.tolist() == [0, 1]
+    assert tokenizer.vocabulary.kind == "BPE" and tokenizer.vocabulary.known_words is None

@@ -33,6 +33,7 @@ from service.manifest import Manifest, TensorSpec, TowerSpec, load_manifest
 from service.runners.base import RunnerError
 from service.runners.triton import TritonOptions, split_url, triton_runner_factory
 from tests.conftest import DEFAULT_MODEL, MODELS_DIR
+from tests.docs_examples import examples
 from tests.images import blocks, data_uri, encode, noise
 from tests.server import REPO, Server, free_port, run_server
 
@@ -632,3 +633,69 @@ def test_model_name_template_and_batches_above_tritons_max(triton: Triton, model
             assert not any(p.name.startswith(ours) for p in Path("/dev/shm").iterdir())
             status = runner.conn.call("status", lambda c: c._c.get_system_shared_memory_status())  # type: ignore[attr-defined]
             assert ours not in json.dumps(status, default=str), status
+
+
+@pytest.mark.slow
+def test_the_docs_recipe_for_several_models_behind_one_triton(
+    triton_install: TritonInstall, model_dir: Path, in_process: Server, tmp_path: Path
+) -> None:
+    """docs/triton.md's recipe, as the document has it today, over a `models/` folder holding two
+    clipserve models: the real tritonserver serves the repository the recipe builds (started with
+    the recipe's own `--model-repository`), and clipserve on its default settings (uint8 image
+    input) with `{model}.{tower}` names answers for both models as the in-process runner does."""
+    (recipe,) = [
+        e
+        for e in examples(REPO / "docs" / "triton.md")
+        if "triton-repo" in e.code and "tritonserver" in e.code
+    ]
+    work = tmp_path / "work"
+    (work / "models").mkdir(parents=True)
+    for name in ("first", "second"):
+        (work / "models" / name).symlink_to(model_dir)
+    # the recipe's `tritonserver` line records its arguments; the real server starts below
+    record = 'tritonserver() { printf "%s\\n" "$@" > tritonserver.args; }\n'
+    ran = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + record + recipe.code],
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
+    assert ran.returncode == 0, f"{recipe.name}:\n{recipe.code}\n{ran.stderr}"
+    args = (work / "tritonserver.args").read_text().split()
+    repositories = [Path(a.split("=", 1)[1]) for a in args if a.startswith("--model-repository=")]
+    assert repositories, args
+    triton = Triton(triton_install, repositories, tmp_path)
+    triton.start()
+    try:
+        serve = [
+            "--models-dir",
+            str(work / "models"),
+            "--runtime",
+            "triton",
+            "--triton-url",
+            triton.grpc_url,
+            "--triton-model-name",
+            "{model}.{tower}",
+            "--triton-startup-wait-s",
+            "10",
+        ]
+        with run_server(tmp_path, *serve) as srv:
+            expected_texts = _embed(in_process, TEXTS, "text")
+            expected_images = _embed(in_process, _images(), "image")
+            for name in ("first", "second"):
+                for inputs, modality, expected in (
+                    (TEXTS, "text", expected_texts),
+                    (_images(), "image", expected_images),
+                ):
+                    r = httpx.post(
+                        f"{srv.url}/v1/embeddings",
+                        json={"model": name, "input": inputs, "modality": modality},
+                        timeout=30,
+                    )
+                    assert r.status_code == 200, r.text
+                    got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+                    assert _cos(got, expected).min() >= 0.9999, (name, modality)
+            providers = httpx.get(f"{srv.url}/v1/models/first").json()["providers"]
+            assert all(p.startswith("triton") for p in providers.values()), providers
+    finally:
+        triton.stop()

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tokenizers import Tokenizer
 
+from service.evaluate import class_queries, text_to_image
 from service.imaging import ImageLimits, ImagePreprocessor, Normalizer, prepare
 from service.manifest import ImagePreprocess, load_manifest
 from service.runners.onnx import OrtOptions, OrtTowerRunner
@@ -219,22 +220,13 @@ def evaluate(
     ranked = np.argsort(-scores, axis=1)
     top1 = float(np.mean(ranked[:, 0] == y))
     top5 = float(np.mean([y[i] in ranked[i, :5] for i in range(len(y))]))
-    # text->image: one query per class and evaluation template; relevant = held-out images of
-    # that class (about 100 each). precision@k, and mAP over the whole ranking.
-    precision = {1: [], 5: [], 10: []}  # type: dict[int, list[float]]
-    average_precision = []
-    for c in range(10):
-        ids, mask = tokenizer.encode(class_prompts(c, EVAL_TEMPLATES))
-        queries = text_tower.run({"input_ids": ids, "attention_mask": mask})
-        for q in queries:
-            order = np.argsort(-(img @ q))
-            hits = y[order] == c
-            for k in precision:
-                precision[k].append(float(hits[:k].mean()))
-            cum = np.cumsum(hits)
-            average_precision.append(
-                float(np.sum(cum[hits] / (np.flatnonzero(hits) + 1)) / hits.sum())
-            )
+    # text->image exactly as `clipserve eval` measures it: one query per class name and
+    # evaluation template; relevant = held-out images of that class (about 100 each)
+    texts, query_class = class_queries(NAMES, EVAL_TEMPLATES)
+    ids, mask = tokenizer.encode(texts)
+    queries = text_tower.run({"input_ids": ids, "attention_mask": mask})
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
     return {
         "zero_shot": {
             "held_out_images": len(y),
@@ -245,14 +237,11 @@ def evaluate(
             "filled with the class name (as /v1/classify does with the model's templates)",
         },
         "text_to_image": {
-            "queries": len(average_precision),
-            "precision_at_1": round(float(np.mean(precision[1])), 4),
-            "precision_at_5": round(float(np.mean(precision[5])), 4),
-            "precision_at_10": round(float(np.mean(precision[10])), 4),
-            "mean_average_precision": round(float(np.mean(average_precision)), 4),
+            **text_to_image(queries, query_class, img, y),
             "chance": 0.1,
-            "definition": "each query is one class prompt; relevant = held-out images of that "
-            "class; precision@k = share of the top k that are relevant",
+            "definition": "one query per class name and evaluation template (as `clipserve "
+            "eval` does); relevant = held-out images of that class; precision@k = share of the "
+            "top k that are relevant",
         },
     }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -121,13 +121,38 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"{where}: {msg}{extra}" if where else f"{msg}{extra}"), where
 
 
+def _not_json(request: Request, exc: RequestValidationError) -> str | None:
+    """The content type of a body FastAPI did not read as JSON (curl's `-d` sends
+    application/x-www-form-urlencoded unless told otherwise), when that is why it failed."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not kind or kind == "application/json" or kind.endswith("+json"):
+        return None
+    body = getattr(request.scope.get("route"), "dependant", None)
+    body_params = body.body_params if body is not None else []
+    if not body_params or any(isinstance(p.field_info, params.Form) for p in body_params):
+        return None  # no body, or a form / file upload route
+    errors = exc.errors()
+    if errors and tuple(errors[0].get("loc", ()))[:1] == ("body",):
+        return kind
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> FastJSON:
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> FastJSON:
+    async def _validation(request: Request, exc: RequestValidationError) -> FastJSON:
+        if (kind := _not_json(request, exc)) is not None:
+            return error_response(
+                ApiError(
+                    415,
+                    "unsupported_media_type",
+                    f"the request body must be JSON, sent with the header "
+                    f"'content-type: application/json' (this request says {kind!r})",
+                )
+            )
         message, where = _validation_message(exc)
         return error_response(ApiError(422, "invalid_request", message, param=where))
 

@@ -24,8 +24,10 @@ class EmbeddingsRequest(_Request):
     input: str | list[str | TextItem | ImageItem] = Field(
         description="a text, a list of texts (or images with modality=image), or typed items"
     )
-    modality: Literal["text", "image"] = Field(
-        "text", description="how plain strings in `input` are read"
+    modality: Literal["text", "image"] | None = Field(
+        None,
+        description="how plain strings in `input` are read; default: as texts, except "
+        "`data:image/...` URIs, which are images ('text' reads those as text too)",
     )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, gt=0, description="must equal the model's dimension")
@@ -50,6 +52,11 @@ class Embedding(BaseModel):
 class Usage(BaseModel):
     prompt_tokens: int
     total_tokens: int
+    unknown_tokens: int | None = Field(
+        None,
+        description="tokens of the texts that the model's vocabulary does not know (they all "
+        "embed alike); also the X-Unknown-Tokens header",
+    )
 
 
 class EmbeddingsResponse(BaseModel):
@@ -57,6 +64,17 @@ class EmbeddingsResponse(BaseModel):
     data: list[Embedding]
     model: str
     usage: Usage
+
+
+class TokenizerInfo(BaseModel):
+    kind: str = Field(description="the tokenizer model: BPE, WordLevel, Unigram, WordPiece")
+    vocabulary_size: int
+    unknown_token: str | None = None
+    known_words: list[str] | None = Field(
+        None,
+        description="word-level vocabularies: every word the model knows; any other word is "
+        "one unknown token, so texts made of unknown words embed alike",
+    )
 
 
 class ModelCard(BaseModel):
@@ -75,6 +93,11 @@ class ModelCard(BaseModel):
     image_input: Literal["uint8", "float32"] | None = Field(
         None, description="pixels the served image tower takes (uint8: normalised on the device)"
     )
+    templates: list[str] = Field(
+        default_factory=list,
+        description="prompt templates /v1/classify and label sets use when a request gives none",
+    )
+    tokenizer: TokenizerInfo | None = None
 
 
 class ModelList(BaseModel):

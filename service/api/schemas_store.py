@@ -179,3 +179,7 @@ class LabelSetOut(BaseModel):
     count: int
     templates: list[str]
     labels: list[str] | None = None
+
+
+class LabelSetList(BaseModel):
+    label_sets: list[LabelSetOut]

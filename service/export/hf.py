@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from service.export.errors import ExportError
+from service.export.hub import hub_reachable
 from service.export.source import SourceModel
 from service.manifest import ImagePreprocess, Scores, TextPreprocess
 
@@ -44,24 +45,6 @@ def _looks_like_path(ref: str) -> bool:
     return ref.startswith(("/", ".", "~")) or ref.count("/") > 1 or "\\" in ref
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connect to the hub, instead of minutes of retries when offline."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname or "huggingface.co", port), timeout).close()
-    except OSError:
-        return False
-    return True
-
-
 def _from_pretrained(ref: str, local_only: bool) -> tuple[Any, Any, Any]:
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
@@ -85,7 +68,7 @@ def _load(ref: str) -> tuple[Any, Any, Any]:
         try:
             model, ip, tok = _from_pretrained(ref, local_only=True)
         except (OSError, ValueError):
-            if not _hub_reachable():
+            if not hub_reachable():
                 raise ExportError(
                     f"cannot load Hugging Face model {ref!r}: it is not in the local cache and "
                     "the hub cannot be reached (offline). Download it where there is network "

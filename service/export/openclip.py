@@ -6,6 +6,7 @@ Covers OpenAI CLIP, LAION / DataComp / MetaCLIP weights and the timm-tower famil
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from service.export.clip_bpe import clip_bpe_tokenizer
 from service.export.errors import ExportError
+from service.export.hub import cache_only, hub_reachable
 from service.export.source import SourceModel
 from service.manifest import ImagePreprocess, Scores, TextPreprocess
 
@@ -37,11 +39,21 @@ def _create(name: str, pretrained: str | None) -> tuple[Any, Any]:
 
     if name not in open_clip.list_models():
         raise ExportError(f"open_clip has no model config {name!r}")
+    local = pretrained is not None and Path(pretrained).is_file()
+    offline = pretrained is not None and not local and not hub_reachable()
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        with cache_only() if offline else nullcontext():
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained
+            )
     except (RuntimeError, OSError, ValueError) as exc:
-        local = pretrained is not None and Path(pretrained).is_file()
-        hint = "" if local else " (offline? download it where there is network, pass the file)"
+        if offline:
+            raise ExportError(
+                f"cannot load open_clip {name}:{pretrained}: its weights are not in the local "
+                "cache and the hub cannot be reached (offline). Download the checkpoint where "
+                f"there is network and export open_clip:{name}:/path/to/checkpoint"
+            ) from exc
+        hint = "" if local else " (download it where there is network, pass the file)"
         raise ExportError(f"cannot load open_clip {name}:{pretrained}{hint}: {exc}") from exc
     return model.eval(), preprocess
 

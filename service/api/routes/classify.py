@@ -10,13 +10,14 @@ from fastapi import APIRouter, Path, Response
 from service.api.deps import AppState, State
 from service.api.errors import ApiError
 from service.api.responses import FastJSONRoute
-from service.api.routes.embeddings import check_items, embed_image_strings
+from service.api.routes.embeddings import check_items, embed_image_strings, unknown_tokens_header
 from service.api.schemas import ErrorResponse
 from service.api.schemas_store import (
     NAME_PATTERN,
     ClassifyRequest,
     ClassifyResponse,
     LabelSetCreate,
+    LabelSetList,
     LabelSetOut,
 )
 from service.classify import DEFAULT_TEMPLATES, prototypes, scores, top_k
@@ -36,6 +37,14 @@ def templates_for(model: LoadedModel, given: list[str] | None) -> list[str]:
     return given or model.manifest.templates or DEFAULT_TEMPLATES
 
 
+def unknown_label_tokens(model: LoadedModel, labels: list[str]) -> int:
+    """Tokens of the labels the model's vocabulary does not know: such labels share one
+    embedding and score alike (the X-Unknown-Tokens response header)."""
+    if model.tokenizer is None:
+        return 0
+    return int(model.tokenizer.encode_counting_unknown(labels)[2].sum())
+
+
 async def label_prototypes(
     state: AppState, model: LoadedModel, labels: list[str], templates: list[str]
 ) -> np.ndarray:
@@ -46,7 +55,7 @@ async def label_prototypes(
 
 
 @router.post("/classify", response_model=ClassifyResponse, responses=_ERRORS)
-async def classify(body: ClassifyRequest, state: State) -> ClassifyResponse:
+async def classify(body: ClassifyRequest, state: State, response: Response) -> ClassifyResponse:
     check_items(state, len(body.images), "images")
     if body.label_set is not None:
         label_set = await state.store.label_set(body.label_set)
@@ -63,6 +72,7 @@ async def classify(body: ClassifyRequest, state: State) -> ClassifyResponse:
         model = state.registry.get(body.model)
         labels = list(body.labels or [])
         protos = await label_prototypes(state, model, labels, templates_for(model, body.templates))
+        response.headers.update(unknown_tokens_header(unknown_label_tokens(model, labels)))
     images = await embed_image_strings(state, model, body.images, "images")
     probs = scores(model.manifest, images, protos)
     return ClassifyResponse.model_validate(
@@ -80,12 +90,30 @@ def _label_set_out(ls: LabelSet, with_labels: bool) -> LabelSetOut:
     )
 
 
+@router.get("/label-sets", response_model=LabelSetList, responses=_ERRORS)
+async def list_label_sets(state: State) -> LabelSetList:
+    return LabelSetList(
+        label_sets=[
+            LabelSetOut(
+                name=str(m["name"]),
+                model=str(m["model"]),
+                count=int(m["count"]),
+                templates=list(m["templates"]),
+            )
+            for m in await state.store.list_label_sets()
+        ]
+    )
+
+
 @router.put("/label-sets/{name}", response_model=LabelSetOut, responses=_ERRORS)
-async def put_label_set(name: SetName, body: LabelSetCreate, state: State) -> LabelSetOut:
+async def put_label_set(
+    name: SetName, body: LabelSetCreate, state: State, response: Response
+) -> LabelSetOut:
     model = state.registry.get(body.model)
     templates = templates_for(model, body.templates)
     labels = list(dict.fromkeys(body.labels))
     protos = await label_prototypes(state, model, labels, templates)
+    response.headers.update(unknown_tokens_header(unknown_label_tokens(model, labels)))
     label_set = LabelSet(name, model.name, labels, templates, protos)
     await state.store.put_label_set(label_set)
     return _label_set_out(label_set, with_labels=False)

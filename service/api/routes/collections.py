@@ -145,7 +145,7 @@ async def _embed_items(
             problem = f"vector has {len(it.vector)} dimensions, collection has {info.dimension}"
             bad.append((i, ApiError(400, "dimension_mismatch", problem)))
     if texts:
-        check_texts(state, [t for _, t in texts], "items")
+        check_texts(state, [t for _, t in texts], "items", at=[i for i, _ in texts])
     if images and model is not None:
         try:
             vectors[[i for i, _ in images]] = await embed_image_strings(

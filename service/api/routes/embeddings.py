@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -18,6 +19,11 @@ from service.inputs import ImageSource, image_source
 from service.registry import LoadedModel
 
 router = APIRouter(prefix="/v1", tags=["embeddings"], route_class=FastJSONRoute)
+
+# Tokens of the request's texts that the model's vocabulary does not know: a word-level
+# vocabulary maps every unknown word to one token, so such texts embed alike (also
+# `usage.unknown_tokens` and the `clipserve_unknown_tokens_total` metric).
+UNKNOWN_TOKENS_HEADER = "X-Unknown-Tokens"
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 429, 503)
@@ -36,15 +42,32 @@ def check_items(state: AppState, count: int, param: str = "input") -> None:
         )
 
 
-def check_texts(state: AppState, texts: list[str], param: str = "input") -> None:
+def check_texts(
+    state: AppState, texts: Sequence[str], param: str = "input", at: Sequence[int] | None = None
+) -> None:
+    """Too long or empty texts, each by its index in the request (`at`: the request index of
+    each text, when `texts` are a part of the items)."""
     limit = state.settings.max_text_chars
-    bad: list[tuple[int, ImageError | ApiError]] = [
-        (i, ApiError(413, "text_too_long", f"text has {len(t)} characters, limit {limit}"))
-        for i, t in enumerate(texts)
-        if len(t) > limit
-    ]
+    bad: list[tuple[int, ImageError | ApiError]] = []
+    for i, t in enumerate(texts):
+        if len(t) > limit:
+            bad.append(
+                (i, ApiError(413, "text_too_long", f"text has {len(t)} characters, limit {limit}"))
+            )
+        elif not t.strip():  # embeds as the start and end tokens alone: a vector, but no meaning
+            bad.append((i, ApiError(400, "empty_text", "text is empty: there is nothing to embed")))
     if bad:
-        raise ItemErrors(bad, param)
+        raise ItemErrors([(i if at is None else at[i], e) for i, e in bad], param)
+
+
+def is_image_uri(value: str) -> bool:
+    """A `data:image/...` URI is never meant as text (a client that forgot
+    `"modality": "image"` sends one as a plain string): it is read as an image."""
+    return value[:11].lower() == "data:image/"
+
+
+def unknown_tokens_header(count: int) -> dict[str, str]:
+    return {UNKNOWN_TOKENS_HEADER: str(count)}
 
 
 async def embed_image_strings(
@@ -123,18 +146,19 @@ async def create_embeddings(body: EmbeddingsRequest, state: State) -> FastJSON:
     images: list[tuple[int, str]] = []
     for i, item in enumerate(items):
         if isinstance(item, str):
-            (images if body.modality == "image" else texts).append((i, item))
+            as_image = body.modality == "image" or (body.modality is None and is_image_uri(item))
+            (images if as_image else texts).append((i, item))
         elif isinstance(item, ImageItem):
             images.append((i, item.image))
         else:
             texts.append((i, item.text))
     vectors = np.empty((len(items), model.dim), dtype=np.float32)
-    tokens = 0
+    tokens = unknown = 0
     if texts:
-        check_texts(state, [t for _, t in texts])
+        check_texts(state, [t for _, t in texts], at=[i for i, _ in texts])
         result = await state.embedder.embed_texts(model, [t for _, t in texts])
         vectors[[i for i, _ in texts]] = result.vectors
-        tokens = result.tokens
+        tokens, unknown = result.tokens, result.unknown_tokens
     if images:
         try:
             img_vectors = await embed_image_strings(state, model, [v for _, v in images])
@@ -143,7 +167,9 @@ async def create_embeddings(body: EmbeddingsRequest, state: State) -> FastJSON:
                 entry["index"] = images[int(entry["index"])][0]
             raise
         vectors[[i for i, _ in images]] = img_vectors
-    return FastJSON(embeddings_body(model, vectors, tokens, body.encoding_format))
+    content = embeddings_body(model, vectors, tokens, body.encoding_format)
+    content["usage"]["unknown_tokens"] = unknown
+    return FastJSON(content, headers=unknown_tokens_header(unknown))
 
 
 @router.post("/embed/images", response_model=EmbeddingsResponse, responses=_ERRORS)

@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from service.api.deps import State
 from service.api.responses import FastJSONRoute
-from service.api.schemas import ErrorResponse, ModelCard, ModelList
+from service.api.routes.classify import templates_for
+from service.api.schemas import ErrorResponse, ModelCard, ModelList, TokenizerInfo
 from service.registry import LoadedModel
 
 router = APIRouter(prefix="/v1", tags=["models"], route_class=FastJSONRoute)
@@ -25,6 +26,15 @@ def model_card(model: LoadedModel) -> ModelCard:
         context_length=m.text.context_length if m.text else None,
         image_size=m.image.size if m.image else None,
         image_input=None if model.images is None else model.images.input_dtype,
+        templates=templates_for(model, None),
+        tokenizer=None
+        if model.tokenizer is None
+        else TokenizerInfo(
+            kind=model.tokenizer.vocabulary.kind,
+            vocabulary_size=model.tokenizer.vocabulary.size,
+            unknown_token=model.tokenizer.vocabulary.unknown_token,
+            known_words=model.tokenizer.vocabulary.known_words,
+        ),
     )
 
 
