@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from service.filters import PayloadFilter
-from service.store import CollectionOptions, SearchQuery, Store, open_store
+from service.store.facade import Store
+from service.store.factory import open_store
+from service.store.filters import PayloadFilter
+from service.store.types import CollectionOptions, SearchQuery
 
 BATCH = 256
 GROUPS = 100

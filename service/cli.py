@@ -181,7 +181,9 @@ def cmd_store_optimize(args: argparse.Namespace) -> None:
     import asyncio
     import time
 
-    from service.store import StoreError, StoreUnavailable, open_store, optimize_embedded
+    from service.store.facade import optimize_embedded
+    from service.store.factory import open_store
+    from service.store.types import StoreError, StoreUnavailable
 
     async def run() -> None:
         store = open_store(

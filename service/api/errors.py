@@ -20,7 +20,7 @@ from service.embedder import DeadlineExceeded, UnsupportedModality
 from service.imaging import ImageError
 from service.registry import UnknownModel
 from service.runners.base import RunnerError
-from service.store import StoreError
+from service.store.types import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreError)
     async def _store(_: Request, exc: StoreError) -> FastJSON:
-        return error_response(ApiError(exc.status, exc.code, str(exc)))
+        retry = {"Retry-After": "1"} if exc.status in (503, 504) else None
+        return error_response(ApiError(exc.status, exc.code, str(exc), headers=retry))
 
     @app.exception_handler(QueueFull)
     async def _queue_full(_: Request, exc: QueueFull) -> FastJSON:

@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.filters import KEY_PATTERN, PayloadFilter
+from service.store.filters import KEY_PATTERN, PayloadFilter
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 PointId = int | str

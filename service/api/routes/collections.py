@@ -33,7 +33,7 @@ from service.api.schemas_store import (
 )
 from service.imaging import ImageError
 from service.registry import LoadedModel
-from service.store import CollectionInfo, CollectionOptions, SearchQuery
+from service.store.types import CollectionInfo, CollectionOptions, SearchQuery
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=FastJSONRoute)
 
