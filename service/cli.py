@@ -204,6 +204,26 @@ def cmd_store_optimize(args: argparse.Namespace) -> None:
         _fail(str(exc))
 
 
+def cmd_store_check(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from service.store.repair import Actions, store_check
+    from service.store.types import StoreError, StoreUnavailable
+
+    defaults = Settings.model_validate({})
+    actions = Actions(args.drop or [], args.reset or [], args.rebuild or [])
+    try:
+        lines, whole = asyncio.run(
+            store_check(args.engine, args.data_dir or defaults.data_dir, actions)
+        )
+    except (StoreError, StoreUnavailable) as exc:
+        _fail(str(exc))
+    print("\n".join(lines))
+    if not whole:
+        print("damaged collections remain: --drop, --reset or --rebuild them", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -267,6 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--data-dir", default=None, help="default: CLIPSERVE_DATA_DIR or data")
     optimize.add_argument("--collection", action="append", help="default: every collection")
     optimize.set_defaults(func=cmd_store_optimize)
+
+    check = sub.add_parser(
+        "store-check",
+        help="check the embedded store and repair damaged collections (with the server stopped)",
+    )
+    check.add_argument("--data-dir", default=None, help="default: CLIPSERVE_DATA_DIR or data")
+    check.add_argument("--engine", choices=["edge", "local"], default="edge")
+    check.add_argument("--drop", action="append", metavar="NAME", help="delete the collection")
+    check.add_argument(
+        "--reset", action="append", metavar="NAME", help="empty it, keeping model and options"
+    )
+    check.add_argument(
+        "--rebuild",
+        action="append",
+        metavar="NAME",
+        help="keep every point that still reads back, in a fresh shard",
+    )
+    check.set_defaults(func=cmd_store_check)
 
     bench = sub.add_parser("bench", help="load-test a running server")
     bench.add_argument("--url", default="http://127.0.0.1:8000")

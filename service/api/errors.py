@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service import metrics
 from service.api.responses import FastJSON
@@ -121,6 +122,22 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"{where}: {msg}{extra}" if where else f"{msg}{extra}"), where
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path: Starlette's 405 names only the methods of
+    the first route whose path matched (PUT for a path that also takes GET and DELETE). Asked
+    of the router method by method, through the routes' public `matches`."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    ]
+    return ", ".join(allowed)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> FastJSON:
@@ -132,12 +149,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(ApiError(422, "invalid_request", message, param=where))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> FastJSON:
+    async def _http(request: Request, exc: StarletteHTTPException) -> FastJSON:
         codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
-        return error_response(
-            ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return error_response(ApiError(exc.status_code, code, str(exc.detail), headers=headers))
 
     @app.exception_handler(ImageError)
     async def _image(_: Request, exc: ImageError) -> FastJSON:
