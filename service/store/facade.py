@@ -182,12 +182,14 @@ class Store:
                         "(delete it first to change them)",
                     )
                 return info, False
-            if not exists:
+            created = not exists
+            if created:
                 try:
                     await self.backend.create(name, dimension, opts)
                 except StoreError as exc:  # another API worker created it meanwhile: adopt
                     if exc.code != "collection_exists":
                         raise
+                    created = False
             if (found := await self.backend.dimension(name)) != dimension:
                 raise StoreError(
                     409,
@@ -197,7 +199,7 @@ class Store:
                 )
             meta = {"model": model, "dimension": dimension, "options": asdict(opts)}
             await self._put_meta("collection", name, meta)
-            return await self.collection(name), True
+            return await self.collection(name), created
 
     async def collection(self, name: str, count: bool = True) -> CollectionInfo:
         """404 for an unknown collection; `count=False` skips counting (hot paths)."""

@@ -55,6 +55,7 @@ class StoreProcess:
         self.problem: str | None = "the store process is starting"
         self.restarts = 0
         self._child: subprocess.Popen[bytes] | None = None
+        self._serving: subprocess.Popen[bytes] | None = None  # the child once it has reported
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._started = threading.Event()
@@ -86,15 +87,12 @@ class StoreProcess:
     def stop(self) -> None:
         self._stopping.set()
         with self._lock:
-            child = self._child
+            child, serving = self._child, self._serving
         if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                log.error("store process %d did not stop in %g s: killed", child.pid, STOP_GRACE_S)
-                child.kill()
-                child.wait()
+            if not self._thread.is_alive():
+                self._end(child)  # start() was never called or has failed
+            elif child is not serving:
+                child.terminate()  # still starting: its report (EOF) ends the wait
         if self._thread.is_alive():
             self._thread.join()
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -120,10 +118,24 @@ class StoreProcess:
             self._started.set()
             reason = self._watch(child)
             if self._stopping.is_set():
+                self._end(child)  # from this thread: the child dies with the thread that made it
                 return
             self.restarts += 1
             self.problem = f"the store process is restarting: {reason}"
             log.error("%s", self.problem)
+            child.kill()
+            child.wait()
+
+    @staticmethod
+    def _end(child: subprocess.Popen[bytes]) -> None:
+        """A clean stop (SIGTERM), or a kill if the engine does not let go in time."""
+        if child.poll() is not None:
+            return
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            log.error("store process %d did not stop in %g s: killed", child.pid, STOP_GRACE_S)
             child.kill()
             child.wait()
 
@@ -154,6 +166,8 @@ class StoreProcess:
         if "error" in report:
             child.wait()
             raise StoreUnavailable(str(report["error"]))
+        with self._lock:
+            self._serving = child
         return child
 
     def _watch(self, child: subprocess.Popen[bytes]) -> str:

@@ -197,19 +197,26 @@ async def _embed_items(
 async def _checked_payloads(
     state: AppState, request: Request, items: list[PointIn]
 ) -> list[dict[str, Any] | None]:
-    """Payloads as sent, each within the payload limits (else every bad one is listed)."""
-    payloads = [it.payload for it in items]
-    if any(p and has_ambiguous_number(p) for p in payloads):  # an integer beyond 64 bits?
-        exact = json.loads(await request.body())["items"]
-        payloads = [item.get("payload") for item in exact]
+    """Payloads as sent, each within the payload limits (else every bad one is listed). Only
+    payloads already within the limits are searched for integers the fast parser turned into
+    floats, and then read again exactly."""
     s = state.settings
     limits = PayloadLimits(s.max_payload_bytes, s.max_payload_depth, s.max_payload_keys)
-    bad = [(i, payload_problem(p, limits)) for i, p in enumerate(payloads) if p]
-    errors: list[tuple[int, ImageError | ApiError]] = [
-        (i, ApiError(e.status, e.code, str(e))) for i, e in bad if e is not None
-    ]
-    if errors:
-        raise ItemErrors(errors, "items")
+
+    def check(payloads: list[dict[str, Any] | None]) -> None:
+        bad = [(i, payload_problem(p, limits)) for i, p in enumerate(payloads) if p]
+        errors: list[tuple[int, ImageError | ApiError]] = [
+            (i, ApiError(e.status, e.code, str(e))) for i, e in bad if e is not None
+        ]
+        if errors:
+            raise ItemErrors(errors, "items")
+
+    payloads = [it.payload for it in items]
+    check(payloads)
+    if any(p and has_ambiguous_number(p) for p in payloads):
+        exact = json.loads(await request.body())["items"]
+        payloads = [item.get("payload") for item in exact]
+        check(payloads)
     return payloads
 
 
