@@ -38,16 +38,17 @@ def run(coro: Awaitable[T]) -> T:
 def process_store(data_dir: Path, engine: str = "edge", timeout_s: float = 30) -> Store:
     """A store whose engine runs in a store process this test owns, as a server's does."""
     owner = StoreProcess(engine, data_dir, timeout_s)
-    return Store(RemoteBackend("embedded", timeout_s, owner=owner))
+    mode = "embedded" if engine == "edge" else "local"
+    return Store(RemoteBackend(mode, timeout_s, owner=owner))
 
 
-@pytest.fixture(params=["edge", "local", "process"])
+@pytest.fixture(params=["edge", "local", "process", "process-local"])
 def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
     """A factory of stores on one data directory (call it again to 'restart')."""
 
     def factory() -> Store:
-        if request.param == "process":
-            return process_store(tmp_path)
+        if request.param.startswith("process"):
+            return process_store(tmp_path, "local" if request.param.endswith("local") else "edge")
         return open_store(request.param, tmp_path, None, None)
 
     yield factory

@@ -37,6 +37,7 @@ class StoreState:
 
     clean: bool = False
     counts: dict[str, int] = field(default_factory=dict)
+    found: bool = True  # False: no state file (a new store, or one from before this check)
 
     @classmethod
     def load(cls, root: Path) -> StoreState:
@@ -44,7 +45,7 @@ class StoreState:
             data = json.loads((root / STATE_FILE).read_text())
             return cls(bool(data["clean"]), {str(k): int(v) for k, v in data["counts"].items()})
         except FileNotFoundError:
-            return cls()
+            return cls(found=False)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.error("ignoring unreadable %s: %s", root / STATE_FILE, exc)
             return cls()
@@ -105,7 +106,7 @@ async def check_store(backend: Backend, root: Path) -> tuple[dict[str, str], Sto
         if reason is not None:
             damaged[name] = reason
             log.error("%s", damaged_message(name, reason))
-    if not state.clean:
+    if state.found and not state.clean:
         log.warning("the last shutdown of %s was not clean: counts were not compared", root)
     running = {n: c for n, c in state.counts.items() if n in damaged}
     return damaged, StoreState(False, running)

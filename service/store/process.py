@@ -152,8 +152,8 @@ async def _open(backend: Backend) -> None:
 
 
 async def run(engine: str, data_dir: Path, socket_path: str, secret: bytes) -> None:
-    backend, root = embedded_backend(engine, data_dir)
     try:
+        backend, root = embedded_backend(engine, data_dir)  # local mode locks its folder here
         await _open(backend)
         host = Host(backend, root, secret)
         await host.start()
@@ -182,8 +182,11 @@ def _report(message: dict[str, Any]) -> None:
 
 
 def _wait_for_owner(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """The owner holds our stdin open: end of file means it is gone, so stop."""
-    sys.stdin.buffer.read()
+    """The owner holds our stdin open: end of file means it is gone, so stop. (`os.read` on the
+    descriptor: a thread blocked in `sys.stdin` holds its buffer's lock, which aborts the
+    interpreter at exit.)"""
+    while os.read(0, 4096):
+        pass
     loop.call_soon_threadsafe(stop.set)
 
 
