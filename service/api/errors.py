@@ -177,7 +177,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreError)
     async def _store(_: Request, exc: StoreError) -> FastJSON:
-        retry = {"Retry-After": "1"} if exc.status in (503, 504) else None
+        # a store process restarting or stuck recovers by itself; a damaged collection does not
+        retry = {"Retry-After": "1"} if exc.code in ("store_unavailable", "store_timeout") else None
         return error_response(ApiError(exc.status, exc.code, str(exc), headers=retry))
 
     @app.exception_handler(QueueFull)

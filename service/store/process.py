@@ -10,7 +10,8 @@ Start-up: take the data directory (retrying briefly while a killed predecessor l
 every collection (`check.py`), drop orphaned label-set collections, then print one JSON line on
 stdout, `{"ready": true, "damaged": {...}}` or `{"error": "..."}`. Calls on a damaged collection
 answer 503 naming it; only `exists`, `names` and `drop` reach it. SIGTERM (or the owner's pipe on
-stdin closing) closes the shards, which flushes them, and records the counts for the next check.
+stdin closing) closes the shards, which flushes them, and records the counts for the next
+check; SIGINT (Ctrl-C reaches the whole process group) is left to the owner.
 
     python -m service.store.process --engine edge --data-dir data --socket /path/store.sock
 """
@@ -165,7 +166,6 @@ async def run(engine: str, data_dir: Path, socket_path: str, secret: bytes) -> N
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     threading.Thread(target=_wait_for_owner, args=(loop, stop), daemon=True).start()
     server = await asyncio.start_unix_server(host.serve_connection, path=socket_path)
     _report({"ready": True, "damaged": host.damaged})
@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-format", default="text")
     args = parser.parse_args(argv)
     _die_with_owner(args.owner)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging(args.log_level, args.log_format)
     secret = bytes.fromhex(os.environ.pop(SECRET_ENV))
     asyncio.run(run(args.engine, args.data_dir, args.socket, secret))
