@@ -13,8 +13,10 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from qdrant_client import models
 
 from service.store.filters import KEY_PATTERN, PayloadFilter
+from service.store.types import IndexKind, Strategy
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 PointId = int | str
@@ -22,6 +24,14 @@ PointId = int | str
 _F32_MAX = float(np.finfo(np.float32).max)
 Float32 = Annotated[float, Field(allow_inf_nan=False, ge=-_F32_MAX, le=_F32_MAX)]
 PayloadKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=KEY_PATTERN)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+# bounds on the work one request may ask for (each store call also has the store deadline)
+MAX_BATCH_SEARCHES = 64  # searches in one search/batch
+MAX_BATCH_RANKED = 10_000  # their offset + limit together
+MAX_EXAMPLES = 64  # positive, and negative, examples of one recommend
+MAX_SCROLL_LIMIT = 1000  # points per scroll page
+MAX_IDS = 10_000  # point ids in one request
 
 
 class _Request(BaseModel):
@@ -37,13 +47,12 @@ class CollectionCreate(_Request):
     quantization: Literal["none", "scalar", "binary"] = "none"
     shard_number: int | None = Field(None, ge=1, le=1024)
     replication_factor: int | None = Field(None, ge=1, le=16)
-    payload_indexes: dict[PayloadKey, Literal["keyword", "integer", "float", "bool", "uuid"]] = (
-        Field(
-            default_factory=dict,
-            max_length=64,
-            description='payload keys to index by type, e.g. {"digit": "integer"}: '
-            "filters on them stay fast as the collection grows",
-        )
+    payload_indexes: dict[PayloadKey, IndexKind] = Field(
+        default_factory=dict,
+        max_length=64,
+        description='payload keys to index by type, e.g. {"digit": "integer"}: filters on them '
+        "stay fast as the collection grows; scroll's order_by needs an integer, float or "
+        "datetime index on its key",
     )
 
 
@@ -84,7 +93,7 @@ class UpsertResponse(BaseModel):
 
 
 class PointIds(_Request):
-    ids: list[PointId] = Field(min_length=1, max_length=10_000)
+    ids: list[PointId] = Field(min_length=1, max_length=MAX_IDS)
 
 
 class ExistingIds(BaseModel):
@@ -97,18 +106,22 @@ class PointOut(BaseModel):
     vector: list[float] | None = None
 
 
-class DeletePoints(_Request):
-    ids: list[PointId] | None = Field(None, min_length=1)
+class Selection(_Request):
+    """Points by id or by filter (deletes, payload updates)."""
+
+    ids: list[PointId] | None = Field(None, min_length=1, max_length=MAX_IDS)
     filter: PayloadFilter | None = None
 
     @model_validator(mode="after")
-    def _one_selector(self) -> DeletePoints:
+    def _one_selector(self) -> Selection:
         if (self.ids is None) == (self.filter is None):
             raise ValueError("give exactly one of 'ids' or 'filter'")
         return self
 
 
 class Query(_Request):
+    """A query, or a recommend example: a text, an image, a vector or a stored point's id."""
+
     text: str | None = None
     image: str | None = None
     vector: list[Float32] | None = Field(None, min_length=1, max_length=65_536)
@@ -122,14 +135,85 @@ class Query(_Request):
         return self
 
 
-class SearchRequest(_Request):
-    query: Query
+class _Search(_Request):
+    """What every search shares, in Qdrant's terms: filter, `params` (Qdrant's SearchParams:
+    hnsw_ef, exact, quantization rescore / oversampling), paging, threshold, what comes back
+    (`with_payload`: true, false, a list of keys, {"include": [...]} or {"exclude": [...]})."""
+
     filter: PayloadFilter | None = None
+    params: models.SearchParams | None = None
     limit: int = Field(10, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=100_000)
-    score_threshold: float | None = None
-    with_payload: StrictBool = True
+    score_threshold: FiniteFloat | None = None
+    with_payload: models.WithPayloadInterface = True
     with_vectors: StrictBool = False
+
+    @model_validator(mode="after")
+    def _dense_params(self) -> _Search:
+        if self.params is not None and self.params.idf is not None:
+            raise ValueError(
+                "params.idf applies to sparse vectors; collections hold one dense vector"
+            )
+        return self
+
+
+class SearchRequest(_Search):
+    query: Query
+
+
+class BatchSearchRequest(_Request):
+    searches: list[SearchRequest] = Field(min_length=1, max_length=MAX_BATCH_SEARCHES)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> BatchSearchRequest:
+        ranked = sum(s.offset + s.limit for s in self.searches)
+        if ranked > MAX_BATCH_RANKED:
+            raise ValueError(
+                f"the searches rank {ranked} results together (offset + limit of each), "
+                f"limit {MAX_BATCH_RANKED} per batch"
+            )
+        return self
+
+
+class RecommendRequest(_Search):
+    """Points like the positive examples and unlike the negative ones (Qdrant's recommend)."""
+
+    positive: list[Query] = Field(default_factory=list, max_length=MAX_EXAMPLES)
+    negative: list[Query] = Field(default_factory=list, max_length=MAX_EXAMPLES)
+    strategy: Strategy = "average_vector"
+
+    @model_validator(mode="after")
+    def _examples(self) -> RecommendRequest:
+        if not self.positive and (self.strategy == "average_vector" or not self.negative):
+            raise ValueError(
+                "give at least one positive example (best_score and sum_scores also take "
+                "negative examples alone)"
+            )
+        return self
+
+
+class ScrollRequest(_Request):
+    filter: PayloadFilter | None = None
+    limit: int = Field(10, ge=1, le=MAX_SCROLL_LIMIT)
+    offset: PointId | None = Field(None, description="the previous page's next_page_offset")
+    order_by: models.OrderByInterface | None = Field(
+        None, description='a payload key, or {"key", "direction": "asc" | "desc", "start_from"}'
+    )
+    with_payload: models.WithPayloadInterface = True
+    with_vectors: StrictBool = False
+
+
+class CountRequest(_Request):
+    filter: PayloadFilter | None = None
+    exact: StrictBool = True
+
+
+class SetPayload(Selection):
+    payload: dict[str, Any]
+
+
+class DeletePayload(Selection):
+    keys: list[PayloadKey] = Field(min_length=1, max_length=1024)
 
 
 class SearchHit(BaseModel):
@@ -141,6 +225,23 @@ class SearchHit(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[SearchHit]
+
+
+class BatchSearchResponse(BaseModel):
+    results: list[list[SearchHit]]
+
+
+class ScrollPoint(PointOut):
+    order_value: int | float | None = None
+
+
+class ScrollResponse(BaseModel):
+    points: list[ScrollPoint]
+    next_page_offset: PointId | None
+
+
+class CountResponse(BaseModel):
+    count: int
 
 
 class ClassifyRequest(_Request):
