@@ -122,8 +122,8 @@ def build(context: Path, tag: str, target: str, log: Path, *build_args: str) -> 
 
 
 def remove_image(tag: str) -> None:
+    """Remove a built image (Buildah already removed its intermediate stages)."""
     sh([*PODMAN, "rmi", "--force", tag], check=False)
-    sh([*PODMAN, "image", "prune", "--force"], check=False)  # the build's untagged stages
 
 
 @dataclass
