@@ -15,7 +15,7 @@ TIMINGS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def built_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Tag of the `cpu` target built from this checkout on the Debian base, with the pinned
     dependency versions (deploy/constraints/cpu.txt)."""
     engine.require_tools()

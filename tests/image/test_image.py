@@ -40,7 +40,7 @@ def _name(role: str) -> str:
 
 
 @pytest.fixture
-def started(image: str) -> Iterator[Any]:
+def started(built_image: str) -> Iterator[Any]:
     """start(role, mounts, env) -> a ready container; every one is removed afterwards."""
     containers: list[engine.Container] = []
 
@@ -48,7 +48,7 @@ def started(image: str) -> Iterator[Any]:
         role: str, mounts: tuple[engine.Mount, ...], env: dict[str, str] | None = None
     ) -> engine.Container:
         began = time.monotonic()
-        c = engine.start(image, _name(role), free_port(), mounts=mounts, env=env)
+        c = engine.start(built_image, _name(role), free_port(), mounts=mounts, env=env)
         containers.append(c)
         c.wait_ready()
         seconds = time.monotonic() - began
@@ -214,7 +214,7 @@ def _run_init(
 
 
 def test_charts_init_containers_fill_the_model_volume_in_the_image(
-    image: str, started: Any, tmp_path: Path
+    built_image: str, started: Any, tmp_path: Path
 ) -> None:
     """Render the chart with models.source=init (the init image: this image, as a model image
     would be) and with Triton copying the clipserve image's models; run each Deployment's init
@@ -222,7 +222,11 @@ def test_charts_init_containers_fill_the_model_volume_in_the_image(
     renders = {
         "init": render(
             {
-                "models": {"source": "init", "names": [DEFAULT_MODEL], "init": {"image": image}},
+                "models": {
+                    "source": "init",
+                    "names": [DEFAULT_MODEL],
+                    "init": {"image": built_image},
+                },
                 "triton": {"enabled": True, "model": DEFAULT_MODEL},
                 "qdrant": EXTERNAL_QDRANT,
             }
@@ -236,7 +240,7 @@ def test_charts_init_containers_fill_the_model_volume_in_the_image(
                 continue
             models = engine.volume_dir(tmp_path / source / deployment["metadata"]["name"])
             (init,) = pod["initContainers"]
-            _run_init(image, init, pod, {"models": models})
+            _run_init(built_image, init, pod, {"models": models})
             main = pod["containers"][0]
             (mount,) = [m for m in main["volumeMounts"] if m["name"] == "models"]
             if main["name"] == "triton":
@@ -267,7 +271,7 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def test_image_holds_exactly_the_pinned_versions(image: str) -> None:
+def test_image_holds_exactly_the_pinned_versions(built_image: str) -> None:
     """PIP_CONSTRAINT reached pip: every installed distribution is the pinned version (apart
     from clipserve itself and what `python -m venv` seeds)."""
     pins = {
@@ -279,7 +283,7 @@ def test_image_holds_exactly_the_pinned_versions(image: str) -> None:
         )
     }
     listing = engine.run_once(
-        image,
+        built_image,
         [
             "python",
             "-c",
