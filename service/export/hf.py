@@ -35,10 +35,13 @@ _SPM_DEVIATIONS = (
         ("a photo of </s> a cat",),
     ),
     KnownDeviation(
-        "stacked_combining_marks",
-        "the tokenizers library's SentencePiece normaliser drops combining marks that follow "
-        "a character it rewrites within one short grapheme (U+FB01 + U+0301); SentencePiece "
-        "keeps them. Every fast SigLIP tokenizer, open_clip's included, does the same",
+        "grapheme_normalisation",
+        "the tokenizers library's SentencePiece normaliser (in every fast SigLIP tokenizer, "
+        "open_clip's included) works on whole graphemes and differs from SentencePiece on some "
+        "that attach combining marks, joiners or emoji modifiers to a character it rewrites or "
+        "to an accented letter: a ligature's accent is dropped (U+FB01 U+0301), an accented "
+        "letter before a joiner is decomposed. Plain accented and decomposed (NFD) text and "
+        "emoji sequences are unaffected",
         ("the \ufb01\u0301ne print",),
     ),
 )

@@ -46,8 +46,6 @@ class _Encode(torch.nn.Module):
 def _create(name: str, pretrained: str | None) -> tuple[Any, Any]:
     import open_clip
 
-    if name not in open_clip.list_models():
-        raise ExportError(f"open_clip has no model config {name!r}")
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
     except (RuntimeError, OSError, ValueError) as exc:
@@ -136,7 +134,9 @@ def load_open_clip(ref: str, tokenizer_dir: Path | None = None) -> SourceModel:
     import open_clip
 
     name, _, pretrained = ref.partition(":")
-    model, preprocess = _create(name, pretrained or None)
+    if name not in open_clip.list_models():
+        raise ExportError(f"open_clip has no model config {name!r}")
+    # the tokenizer first: a missing one fails in a second, before the weights load
     text_cfg = dict((open_clip.get_model_config(name) or {}).get("text_cfg") or {})
     ctx = int(text_cfg.get("context_length", 77))
     hf_name = text_cfg.get("hf_tokenizer_name")
@@ -144,6 +144,7 @@ def load_open_clip(ref: str, tokenizer_dir: Path | None = None) -> SourceModel:
         tokenize, tokenizer_json, text = _hf_tokenizer(name, hf_name, text_cfg, ctx, tokenizer_dir)
     else:
         tokenize, tokenizer_json, text = _bpe_tokenizer(name, text_cfg, ctx)
+    model, preprocess = _create(name, pretrained or None)
     cfg = model.visual.preprocess_cfg
     size = cfg["size"] if isinstance(cfg["size"], int) else int(cfg["size"][0])
     mode = cfg.get("resize_mode", "shortest")
