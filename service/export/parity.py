@@ -118,7 +118,7 @@ def _stats(cos: np.ndarray) -> TowerParity:
 def explain_token_mismatch(
     text: str, ours: np.ndarray, ref: np.ndarray, tokenizer: TextTokenizer
 ) -> str:
-    """Which ids differ and the likely reason: padding side, truncation or tokenisation."""
+    """Which ids differ and the likely reason: padding side or id, truncation, tokenisation."""
     at = np.flatnonzero(ours != ref)
     shown = ", ".join(f"{i}: {ours[i]} vs {ref[i]}" for i in at[:4])
     head = f"{text[:40]!r}: positions {shown}{' ...' if at.size > 4 else ''} (ours vs source)"
@@ -126,6 +126,9 @@ def explain_token_mismatch(
     if np.array_equal(np.sort(ours), np.sort(ref)):
         other = "left" if spec.padding_side == "right" else "right"
         return f"{head}: same ids, other places: the source pads on the {other}"
+    _, mask = tokenizer.encode([text])
+    if not mask[0][at].any():
+        return f"{head}: the same text tokens, other padding ids (ours {spec.pad_id})"
     full = len(tokenizer.ids(text))
     if full > spec.context_length and at.min() >= spec.context_length - 2:
         return f"{head}: {full} tokens cut to {spec.context_length} differently (truncation)"
@@ -203,11 +206,12 @@ def measure(
         src, manifest, model_dir, opts, texts
     )
     plain = len(named)
+    wrong = [i for i in differ if i < plain]
     mismatches = [
-        explain_token_mismatch(texts[i], ours_ids[i], ref_ids[i], tokenizer)
-        for i in differ
-        if i < plain
+        explain_token_mismatch(texts[i], ours_ids[i], ref_ids[i], tokenizer) for i in wrong[:8]
     ]
+    if len(wrong) > 8:
+        mismatches.append(f"... and {len(wrong) - 8} more of {plain} texts")
 
     deviations = []
     for name, (reason, bound) in IMAGE_DEVIATIONS.items():
