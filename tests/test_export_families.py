@@ -374,3 +374,16 @@ def test_siglip_scores_by_sigmoid(server: Server, repo: Path) -> None:
     got_cat = next(s["score"] for s in scores if s["label"] == "cat")
     assert got_cat == pytest.approx(expected, abs=1e-3)
     assert abs(sum(s["score"] for s in scores) - 1) > 1e-3  # independent sigmoids, no softmax
+
+
+def test_tokenizer_folder_only_where_a_config_names_one(repo: Path, tmp_path: Path) -> None:
+    from service.export import ExportError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ExportError, match="does not apply"):
+        export_model("open_clip:tiny-openclip-vit", tmp_path / "x", tokenizer_dir=empty)
+    with pytest.raises(ExportError, match="--tokenizer is for"):
+        export_model(f"hf:{repo / 'siglip-hf'}", tmp_path / "y", tokenizer_dir=empty)
+    with pytest.raises(ExportError, match="cannot load tokenizer"):
+        export_model("open_clip:tiny-openclip-siglip", tmp_path / "z", tokenizer_dir=empty)

@@ -111,7 +111,9 @@ def _hf_tokenizer(
         try:
             wrapper = make(local_files_only=True)
         except OSError:
-            if folder is not None or not hub_reachable():
+            if folder is not None:
+                raise
+            if not hub_reachable():
                 raise ExportError(
                     f"{name} uses the Hugging Face tokenizer {hf_name!r}, which is not in the "
                     "local cache and the hub cannot be reached (offline): download it where "
@@ -142,6 +144,8 @@ def load_open_clip(ref: str, tokenizer_dir: Path | None = None) -> SourceModel:
     hf_name = text_cfg.get("hf_tokenizer_name")
     if hf_name:
         tokenize, tokenizer_json, text = _hf_tokenizer(name, hf_name, text_cfg, ctx, tokenizer_dir)
+    elif tokenizer_dir is not None:
+        raise ExportError(f"{name} uses open_clip's own tokenizer: --tokenizer does not apply")
     else:
         tokenize, tokenizer_json, text = _bpe_tokenizer(name, text_cfg, ctx)
     model, preprocess = _create(name, pretrained or None)

@@ -35,6 +35,9 @@ def load_source(
     if kind == "hf":
         from service.export.hf import load_hf
 
+        if tokenizer_dir is not None:
+            raise ExportError("--tokenizer is for open_clip configs naming a hub tokenizer")
+
         return load_hf(ref, text_attention_mask)
     if text_attention_mask:
         raise ExportError("open_clip text towers take no attention mask")
