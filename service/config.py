@@ -131,6 +131,18 @@ class Settings(BaseSettings):
     )
     qdrant_url: str | None = Field(None, description="Qdrant server URL (replaces embedded)")
     qdrant_api_key: str | None = Field(None, description="Qdrant API key")
+    max_filter_depth: int = Field(
+        16, ge=1, le=64, description="filters nested inside a filter, levels (deeper: 422)"
+    )
+    max_filter_conditions: int = Field(
+        256, ge=1, description="conditions in one filter, all levels together (more: 413)"
+    )
+    max_filter_values: int = Field(
+        16_384,
+        ge=1,
+        description="values inside one filter's conditions: match any / except lists, has_id "
+        "ids, polygon points (more: 413)",
+    )
 
     # --- triton
     triton_url: str = Field("localhost:8001", description="Triton server address")

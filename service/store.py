@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
+from qdrant_client import models
 
-from service.filters import Condition, PayloadFilter
+from service.filters import Filter
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class Hit:
 @dataclass
 class SearchQuery:
     vector: list[float]
-    filter: PayloadFilter | None = None
+    filter: Filter | None = None
     exclude: Sequence[PointId] = ()
     limit: int = 10
     offset: int = 0
@@ -132,12 +133,12 @@ class Backend(Protocol):
         self, name: str, ids: Sequence[PointId], with_payload: bool, with_vectors: bool
     ) -> list[StoredPoint]: ...
     async def delete(
-        self, name: str, ids: Sequence[PointId] | None, flt: PayloadFilter | None
+        self, name: str, ids: Sequence[PointId] | None, flt: Filter | None
     ) -> None: ...
     async def query(self, name: str, q: SearchQuery) -> list[Hit]: ...
     async def count(self, name: str) -> int: ...
     async def scroll(
-        self, name: str, flt: PayloadFilter | None, limit: int, with_vectors: bool
+        self, name: str, flt: Filter | None, limit: int, with_vectors: bool
     ) -> list[StoredPoint]: ...
 
 
@@ -150,8 +151,8 @@ def _system_id(kind: str, name: str) -> str:
     return str(uuid.uuid5(_SYSTEM_NS, f"{kind}:{name}"))
 
 
-def _kind_filter(kind: str) -> PayloadFilter:
-    return PayloadFilter(must=[Condition(key="kind", match=kind)])
+def _kind_filter(kind: str) -> Filter:
+    return Filter(must=[models.FieldCondition(key="kind", match=models.MatchValue(value=kind))])
 
 
 def _not_found(name: str) -> StoreError:
@@ -280,7 +281,7 @@ class Store:
         return np.asarray(point.vector, dtype=np.float32)
 
     async def delete_points(
-        self, name: str, ids: Sequence[PointId] | None, flt: PayloadFilter | None
+        self, name: str, ids: Sequence[PointId] | None, flt: Filter | None
     ) -> None:
         await self.backend.delete(name, ids, flt)
 

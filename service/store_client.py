@@ -11,7 +11,7 @@ from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 
-from service.filters import PayloadFilter, to_qdrant
+from service.filters import Filter, to_qdrant
 from service.store import (
     CollectionOptions,
     Hit,
@@ -131,22 +131,19 @@ class ClientBackend:
         )
         return [StoredPoint(point_id(p.id), p.payload, _vector(p.vector)) for p in found]
 
-    async def delete(
-        self, name: str, ids: Sequence[PointId] | None, flt: PayloadFilter | None
-    ) -> None:
+    async def delete(self, name: str, ids: Sequence[PointId] | None, flt: Filter | None) -> None:
         selector: models.PointIdsList | models.FilterSelector
         if ids is not None:
             selector = models.PointIdsList(points=list(ids))
         else:
-            selector = models.FilterSelector(filter=to_qdrant(flt or PayloadFilter()))
+            selector = models.FilterSelector(filter=flt or Filter())
         await self.client.delete(name, selector, wait=True)
 
     async def query(self, name: str, q: SearchQuery) -> list[Hit]:
-        flt = to_qdrant(q.filter or PayloadFilter(), q.exclude) if q.filter or q.exclude else None
         result = await self.client.query_points(
             name,
             query=q.vector,
-            query_filter=flt,
+            query_filter=to_qdrant(q.filter, q.exclude),
             limit=q.limit,
             offset=q.offset,
             score_threshold=q.score_threshold,
@@ -167,11 +164,11 @@ class ClientBackend:
         return int((await self.client.count(name, exact=True)).count)
 
     async def scroll(
-        self, name: str, flt: PayloadFilter | None, limit: int, with_vectors: bool
+        self, name: str, flt: Filter | None, limit: int, with_vectors: bool
     ) -> list[StoredPoint]:
         records, _ = await self.client.scroll(
             name,
-            scroll_filter=to_qdrant(flt) if flt is not None else None,
+            scroll_filter=flt,
             limit=limit,
             with_payload=True,
             with_vectors=with_vectors,

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import qdrant_edge as qe
 
-from service.filters import PayloadFilter, to_edge
+from service.filters import Filter, to_edge
 from service.store import (
     CollectionOptions,
     Hit,
@@ -189,22 +189,19 @@ class EdgeBackend:
 
         return await self._run(get)
 
-    async def delete(
-        self, name: str, ids: Sequence[PointId] | None, flt: PayloadFilter | None
-    ) -> None:
+    async def delete(self, name: str, ids: Sequence[PointId] | None, flt: Filter | None) -> None:
         if ids is not None:
             op = qe.UpdateOperation.delete_points(list(ids))
         else:
-            op = qe.UpdateOperation.delete_points_by_filter(to_edge(flt or PayloadFilter()))
+            op = qe.UpdateOperation.delete_points_by_filter(to_edge(flt or Filter()))
         await self._run(lambda: self._shard(name).update(op))
 
     async def query(self, name: str, q: SearchQuery) -> list[Hit]:
-        flt = to_edge(q.filter or PayloadFilter(), q.exclude) if q.filter or q.exclude else None
         request = qe.QueryRequest(
             limit=q.limit,
             offset=q.offset,
             query=qe.Query.Nearest(q.vector),
-            filter=flt,
+            filter=to_edge(q.filter, q.exclude),
             score_threshold=q.score_threshold,
             with_payload=q.with_payload,
             with_vector=q.with_vectors,
@@ -227,11 +224,11 @@ class EdgeBackend:
         return await self._run(lambda: self._shard(name).count(qe.CountRequest(exact=True)))
 
     async def scroll(
-        self, name: str, flt: PayloadFilter | None, limit: int, with_vectors: bool
+        self, name: str, flt: Filter | None, limit: int, with_vectors: bool
     ) -> list[StoredPoint]:
         request = qe.ScrollRequest(
             limit=limit,
-            filter=to_edge(flt) if flt is not None else None,
+            filter=to_edge(flt),
             with_payload=True,
             with_vector=with_vectors,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NoReturn
 
-from service.filters import PayloadFilter
+from service.filters import Filter
 from service.store import (
     SYSTEM,
     CollectionOptions,
@@ -69,9 +69,7 @@ class NoBackend:
     ) -> list[StoredPoint]:
         return []
 
-    async def delete(
-        self, name: str, ids: Sequence[PointId] | None, flt: PayloadFilter | None
-    ) -> None:
+    async def delete(self, name: str, ids: Sequence[PointId] | None, flt: Filter | None) -> None:
         _refuse()
 
     async def query(self, name: str, q: SearchQuery) -> list[Hit]:
@@ -81,6 +79,6 @@ class NoBackend:
         return 0
 
     async def scroll(
-        self, name: str, flt: PayloadFilter | None, limit: int, with_vectors: bool
+        self, name: str, flt: Filter | None, limit: int, with_vectors: bool
     ) -> list[StoredPoint]:
         return []

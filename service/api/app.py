@@ -18,6 +18,7 @@ from service.api.routes import classify, collections, embeddings, health, models
 from service.batcher import BatchPolicy
 from service.config import Settings
 from service.embedder import Embedder, decode_pool
+from service.filters import FilterLimits, set_limits
 from service.inputs import ImageSourcePolicy
 from service.registry import Registry
 from service.runners.base import readiness_checks
@@ -52,6 +53,12 @@ def create_app(settings: Settings, registry: Registry) -> FastAPI:
             max_redirects=settings.url_max_redirects,
             allowlist=tuple(settings.url_allowlist),
         ),
+    )
+
+    set_limits(
+        FilterLimits(
+            settings.max_filter_depth, settings.max_filter_conditions, settings.max_filter_values
+        )
     )
 
     @asynccontextmanager
