@@ -316,8 +316,8 @@ def _explain(exc: ValidationError, raw: Any) -> FilterError:
     if error["type"] == "missing":
         return FilterError(trace.path, f"missing, expected {_shape(trace.annotation)}")
     # several branches may fail at the same place (`range`: a number or a datetime)
-    shapes = [_shape(t.annotation) for e, t in kept if t.path == trace.path]
-    expected = " | ".join(dict.fromkeys(" | ".join(shapes).split(" | ")))
+    alternatives = tuple(t.annotation for _, t in kept if t.path == trace.path)
+    expected = _shape(Union[alternatives])  # noqa: UP007
     return FilterError(trace.path, f"got {_brief(_at(raw, trace.path))}, expected {expected}")
 
 
