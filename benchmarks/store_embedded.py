@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.filters import PayloadFilter
+from service.filters import Filter, parse_filter
 from service.store import CollectionOptions, SearchQuery, Store, open_store
 
 BATCH = 256
@@ -34,7 +34,7 @@ def _ms(times: list[float]) -> str:
     return f"p50 {p50:7.2f} ms  p95 {p95:7.2f} ms"
 
 
-async def _latency(store: Store, queries: np.ndarray, flt: PayloadFilter | None) -> list[float]:
+async def _latency(store: Store, queries: np.ndarray, flt: Filter | None) -> list[float]:
     times = []
     for q in queries:
         t = time.perf_counter()
@@ -48,7 +48,7 @@ async def bench(
     engine: str, root: Path, vectors: np.ndarray, queries: np.ndarray, hnsw: bool
 ) -> None:
     name = f"{engine:<6}"
-    flt = PayloadFilter.model_validate({"must": [{"key": "group", "match": 7}]})
+    flt = parse_filter({"must": [{"key": "group", "match": {"value": 7}}]})
     store = open_store(engine, root, None, None)  # type: ignore[arg-type]
     await store.open()
     await store.create_collection("bench", "m", vectors.shape[1], CollectionOptions())

@@ -20,6 +20,7 @@ carries it to another process and parses back to an equal filter.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 import types
@@ -31,7 +32,7 @@ from typing import Annotated, Any, Union
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ValidationError, ValidationInfo, WrapValidator
+from pydantic import BaseModel, ValidationError, WrapValidator
 from pydantic_core import PydanticCustomError
 from qdrant_client import models
 
@@ -164,19 +165,22 @@ def _leaf_values(condition: Any, budget: int) -> int:
 
 
 # --- 2. validation by qdrant-client's models, explained in one sentence -----------------------
-def _members(annotation: Any) -> list[Any]:
+@functools.cache
+def _members(annotation: Any) -> tuple[Any, ...]:
     """The alternatives of a type: unions flattened, None and Annotated metadata dropped."""
     if typing.get_origin(annotation) is Annotated:
         return _members(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) in (Union, types.UnionType):
-        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
-    return [] if annotation is type(None) else [annotation]
+        return tuple(m for arg in typing.get_args(annotation) for m in _members(arg))
+    return () if annotation is type(None) else (annotation,)
 
 
+@functools.cache
 def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
+@functools.cache
 def _fields(model: type[BaseModel]) -> dict[str, Any]:
     """JSON name -> annotation."""
     return {f.alias or name: f.annotation for name, f in model.model_fields.items()}
@@ -216,6 +220,13 @@ def _shape(annotation: Any, top: bool = True) -> str:
     return " | ".join(parts)
 
 
+@functools.cache
+def _plain_union(annotation: Any) -> bool:
+    """Alternatives of plain values only (`[string, …] | [integer, …]`): one expected shape."""
+    members = _members(annotation)
+    return len(members) > 1 and not any(_is_model(m) for m in members)
+
+
 @dataclass
 class _Trace:
     """Where one pydantic error sits: its JSON path, the union branches taken on the way."""
@@ -237,7 +248,7 @@ def _trace(loc: Sequence[str | int]) -> _Trace:
     current: Any = models.Filter  # the annotation narrowed to the branch pydantic tried
     for part in loc:
         members = _members(current)
-        if len(members) > 1 and not any(_is_model(m) for m in members):
+        if _plain_union(current):
             break
         if len(members) == 1:
             current = members[0]
@@ -290,7 +301,7 @@ def _brief(value: Any) -> str:
 def _explain(exc: ValidationError, raw: Any) -> FilterError:
     """Pydantic reports every union branch that failed; keep the branches the document meant
     (by its keys), then the deepest problem, and say it in one sentence."""
-    errors = exc.errors(include_url=False)
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
     traces = [_trace(e["loc"]) for e in errors]
     seen: dict[Path, dict[type[BaseModel], None]] = {}  # in the union's order
     for trace in traces:
@@ -319,6 +330,61 @@ def _explain(exc: ValidationError, raw: Any) -> FilterError:
     alternatives = tuple(t.annotation for _, t in kept if t.path == trace.path)
     expected = _shape(Union[alternatives])  # noqa: UP007
     return FilterError(trace.path, f"got {_brief(_at(raw, trace.path))}, expected {expected}")
+
+
+def _valid(doc: Any) -> bool:
+    try:
+        models.Filter.model_validate_json(orjson.dumps(doc), strict=True)
+    except ValidationError:
+        return False
+    return True
+
+
+def _alone(raw: dict[str, Any]) -> Iterator[tuple[Path, Any, dict[str, Any]]]:
+    """Each condition of a filter, with a filter holding just that condition at its place."""
+    for clause in _CLAUSES:
+        items = raw.get(clause)
+        if isinstance(items, list):
+            for i, item in enumerate(items):  # {} (an empty filter) keeps the index
+                yield (clause, i), item, {clause: [{}] * i + [item]}
+        elif items is not None:
+            yield (clause,), items, {clause: items}
+    min_should = raw.get("min_should")
+    if isinstance(min_should, dict) and isinstance(min_should.get("conditions"), list):
+        for i, item in enumerate(min_should["conditions"]):
+            conditions = [{}] * i + [item]
+            yield ("min_should", "conditions", i), item, {"min_should": {"conditions": conditions}}
+
+
+def _smallest_failure(raw: Any, prefix: Path = ()) -> tuple[Path, Any] | None:
+    """The first condition that fails on its own (inside a sub-filter, the first of its own), as
+    a filter holding only it, and where that filter sits; None if `raw` is a valid filter.
+    Pydantic reports every union branch of every bad condition: 256 bad conditions make
+    thousands of errors to sort, one makes a few dozen."""
+    if not isinstance(raw, dict):
+        return prefix, raw
+    for where, item, alone in _alone(raw):
+        inner: Any = None
+        if isinstance(item, dict) and any(k in item for k in (*_CLAUSES, "min_should")):
+            inner, at = item, where
+        elif isinstance(item, dict) and isinstance(item.get("nested"), dict):
+            inner, at = item["nested"].get("filter"), (*where, "nested", "filter")
+        if isinstance(inner, dict) and (found := _smallest_failure(inner, (*prefix, *at))):
+            return found
+        if not _valid({"must": [item]}):
+            return prefix, alone
+    return None if _valid(raw) else (prefix, raw)
+
+
+def _refusal(raw: Any) -> FilterError:
+    """Why a filter fails validation, in one sentence about its first bad condition."""
+    prefix, piece = _smallest_failure(raw) or ((), raw)
+    try:
+        models.Filter.model_validate_json(orjson.dumps(piece), strict=True)
+    except ValidationError as exc:
+        err = _explain(exc, piece)
+        return FilterError((*prefix, *err.path), err.message)
+    raise AssertionError(f"a failing piece of a filter passes: {piece!r}")
 
 
 # --- 3. what a Qdrant server checks beyond the client's models --------------------------------
@@ -379,11 +445,11 @@ def _check_field(c: models.FieldCondition, path: Path, raw: Any) -> None:
         _check_ints(m.except_, (*path, "match", "except"), *_I64)
     if isinstance(c.range, models.DatetimeRange):
         for bound in ("lt", "gt", "lte", "gte"):  # pydantic also reads "5" as a Unix time
-            given = _at(raw, (*path, "range", bound))
-            if given is not None and not _DATE.match(str(given)):
+            written = _at(raw, (*path, "range", bound))
+            if written is not None and not _DATE.match(str(written)):
                 raise FilterError(
                     (*path, "range", bound),
-                    f"got {_brief(given)}, expected number | RFC 3339 datetime | date",
+                    f"got {_brief(written)}, expected number | RFC 3339 datetime | date",
                 )
     if c.values_count is not None:
         vc = c.values_count
@@ -444,11 +510,15 @@ def parse_filter(raw: Any, limits: FilterLimits | None = None) -> models.Filter:
         raw = filter_json(raw)
     check_bounds(raw, limits or FilterLimits())
     try:
+        text = orjson.dumps(raw)
+    except orjson.JSONEncodeError as exc:  # from Python callers only: HTTP bodies are JSON
+        raise FilterError((), f"not JSON: {exc}") from None
+    try:
         # strict, from JSON: a bound is a number or an RFC 3339 string, never a Unix time given
         # as an integer; `true` is not 1; as a Qdrant server reads it
-        flt = models.Filter.model_validate_json(orjson.dumps(raw), strict=True)
-    except ValidationError as exc:
-        raise _explain(exc, raw) from None
+        flt = models.Filter.model_validate_json(text, strict=True)
+    except ValidationError:
+        raise _refusal(raw) from None
     check_rules(flt, raw)
     return flt
 
@@ -469,7 +539,7 @@ def set_limits(limits: FilterLimits) -> None:
     _limits = limits
 
 
-def _validate(value: Any, handler: Any, info: ValidationInfo) -> models.Filter:
+def _validate(value: Any, _handler: Any) -> models.Filter:
     try:
         return parse_filter(value, _limits)
     except FilterError as exc:
@@ -546,7 +616,7 @@ def _edge_condition(c: Any) -> Any:
         # in the engine, missing from its type stubs
         return qe.SliceCondition(total=c.slice.total, index=c.slice.index)  # type: ignore[attr-defined]
     name = type(c).__name__
-    raise FilterError((), f"the embedded engine has no {name}", code="unsupported_filter")
+    raise FilterError((), f"the embedded engine has no {name}", 400, "unsupported_filter")
 
 
 def _edge_value(v: Any) -> Any:
