@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     )
     qdrant_url: str | None = Field(None, description="Qdrant server URL (replaces embedded)")
     qdrant_api_key: str | None = Field(None, description="Qdrant API key")
+    # defaults as in filters.FilterLimits (that module loads qdrant-client: too slow for the CLI)
     max_filter_depth: int = Field(
         16, ge=1, le=64, description="filters nested inside a filter, levels (deeper: 422)"
     )

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from qdrant_client import models
 
+from service.config import Settings
 from service.filters import (
     FilterError,
     FilterLimits,
@@ -188,6 +189,13 @@ def test_a_condition_the_engine_lacks_is_a_4xx_naming_it() -> None:
         to_edge(unknown)
     assert caught.value.code == "unsupported_filter" and 400 <= caught.value.status < 500
     assert "the embedded engine has no FutureCondition" in str(caught.value)
+
+
+def test_settings_default_to_the_filter_limits() -> None:
+    defaults, limits = Settings.model_fields, FilterLimits()
+    assert defaults["max_filter_depth"].default == limits.max_depth
+    assert defaults["max_filter_conditions"].default == limits.max_conditions
+    assert defaults["max_filter_values"].default == limits.max_values
 
 
 def test_limits_are_settings(tmp_path: Path) -> None:
