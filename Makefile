@@ -28,6 +28,7 @@ serve: $(STAMP)  ## serve the bundled default model on :8000 with the embedded s
 test: install  ## install everything the tests need, then run them all
 	bash .ci/install-deploy-tools.sh
 	bash .ci/install-triton.sh
+	bash .ci/install-image-tools.sh
 	$(BIN)/python -m pytest
 
 test-fast: install  ## skip the slow tests (a local shortcut; CI runs everything)

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         10.0, gt=0, description="images slower than this to decode are refused (422)"
     )
     max_text_chars: int = Field(10_000, ge=1, description="characters per text")
+    exif_transpose: bool = Field(
+        True,
+        description="turn photos upright by their EXIF orientation tag, as every image viewer "
+        "does (open_clip and transformers do not: false reproduces them exactly)",
+    )
     decode_threads: int = Field(0, ge=0, description="image decode threads (0: CPU count)")
     decode_processes: int = Field(
         0,
@@ -159,6 +164,19 @@ class Settings(BaseSettings):
     )
     max_payload_keys: int = Field(
         4096, ge=1, description="keys in a payload, nested objects included (413 above)"
+    )
+    # defaults as in filters.FilterLimits (that module loads qdrant-client: too slow for the CLI)
+    max_filter_depth: int = Field(
+        16, ge=1, le=64, description="filters nested inside a filter, levels (deeper: 422)"
+    )
+    max_filter_conditions: int = Field(
+        256, ge=1, description="conditions in one filter, all levels together (more: 413)"
+    )
+    max_filter_values: int = Field(
+        16_384,
+        ge=1,
+        description="values inside one filter's conditions: match any / except lists, has_id "
+        "ids, polygon points (more: 413)",
     )
 
     # --- triton

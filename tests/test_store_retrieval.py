@@ -17,7 +17,7 @@ from qdrant_client import models
 
 from service.store.facade import Store
 from service.store.factory import open_store
-from service.store.filters import PayloadFilter
+from service.store.filters import parse_filter
 from service.store.limits import PayloadLimits
 from service.store.types import (
     CollectionOptions,
@@ -158,7 +158,7 @@ def test_payload_updates_keep_vectors_and_limits(tmp_path: Path, engine: str) ->
         await store.set_payload("c", [1, 2], None, {"tag": "z", "new": True}, False, limits)
         await store.set_payload("c", [3], None, {"only": 1}, True, limits)
         await store.delete_payload("c", [4], None, ["tag", "meta"])
-        flt = PayloadFilter.model_validate({"must": [{"key": "n", "range": {"gte": 27}}]})
+        flt = parse_filter({"must": [{"key": "n", "range": {"gte": 27}}]})
         await store.set_payload("c", None, flt, {"late": 1}, False, limits)
         await store.delete_payload("c", None, flt, ["rank"])
         got = {p.id: p for p in await store.backend.retrieve("c", list(range(N)), True, True)}

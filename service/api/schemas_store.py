@@ -15,7 +15,7 @@ from pydantic import (
 )
 from qdrant_client import models
 
-from service.store.filters import KEY_PATTERN, PayloadFilter
+from service.store.filters import KEY_PATTERN, QdrantFilter
 from service.store.types import IndexKind, Strategy
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -110,7 +110,7 @@ class Selection(_Request):
     """Points by id or by filter (deletes, payload updates)."""
 
     ids: list[PointId] | None = Field(None, min_length=1, max_length=MAX_IDS)
-    filter: PayloadFilter | None = None
+    filter: QdrantFilter | None = None
 
     @model_validator(mode="after")
     def _one_selector(self) -> Selection:
@@ -140,7 +140,7 @@ class _Search(_Request):
     hnsw_ef, exact, quantization rescore / oversampling), paging, threshold, what comes back
     (`with_payload`: true, false, a list of keys, {"include": [...]} or {"exclude": [...]})."""
 
-    filter: PayloadFilter | None = None
+    filter: QdrantFilter | None = None
     params: models.SearchParams | None = None
     limit: int = Field(10, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=100_000)
@@ -193,7 +193,7 @@ class RecommendRequest(_Search):
 
 
 class ScrollRequest(_Request):
-    filter: PayloadFilter | None = None
+    filter: QdrantFilter | None = None
     limit: int = Field(10, ge=1, le=MAX_SCROLL_LIMIT)
     offset: PointId | None = Field(None, description="the previous page's next_page_offset")
     order_by: models.OrderByInterface | None = Field(
@@ -204,7 +204,7 @@ class ScrollRequest(_Request):
 
 
 class CountRequest(_Request):
-    filter: PayloadFilter | None = None
+    filter: QdrantFilter | None = None
     exact: StrictBool = True
 
 

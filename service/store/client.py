@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import AsyncQdrantClient, models
 
-from service.store.filters import PayloadFilter, to_qdrant
+from service.store.filters import to_qdrant
 from service.store.types import (
     CollectionOptions,
     Filter,
@@ -50,16 +50,12 @@ def _vector(value: Any) -> list[float] | None:
     return list(value) if isinstance(value, list) else None
 
 
-def _filter(flt: Filter | None, exclude: Sequence[PointId] = ()) -> models.Filter | None:
-    return to_qdrant(flt or PayloadFilter(), exclude) if flt or exclude else None
-
-
 def _selector(
     ids: Sequence[PointId] | None, flt: Filter | None
 ) -> models.PointIdsList | models.FilterSelector:
     if ids is not None:
         return models.PointIdsList(points=list(ids))
-    return models.FilterSelector(filter=to_qdrant(flt or PayloadFilter()))
+    return models.FilterSelector(filter=flt or Filter())
 
 
 def _query(v: list[float] | Recommend) -> list[float] | models.RecommendQuery:
@@ -75,7 +71,7 @@ def _query(v: list[float] | Recommend) -> list[float] | models.RecommendQuery:
 def _request(q: SearchQuery, params: models.SearchParams | None) -> models.QueryRequest:
     return models.QueryRequest(
         query=_query(q.vector),
-        filter=_filter(q.filter, q.exclude),
+        filter=to_qdrant(q.filter, q.exclude),
         params=params,
         limit=q.limit,
         offset=q.offset,
@@ -218,7 +214,7 @@ class ClientBackend:
         result = await self.client.query_points(
             name,
             query=_query(q.vector),
-            query_filter=_filter(q.filter, q.exclude),
+            query_filter=to_qdrant(q.filter, q.exclude),
             search_params=self._params(q),
             limit=q.limit,
             offset=q.offset,
@@ -234,12 +230,12 @@ class ClientBackend:
         return [_hits(r.points, q) for r, q in zip(found, qs, strict=True)]
 
     async def count(self, name: str, flt: Filter | None = None, exact: bool = True) -> int:
-        return int((await self.client.count(name, _filter(flt), exact=exact)).count)
+        return int((await self.client.count(name, to_qdrant(flt), exact=exact)).count)
 
     async def scroll(self, name: str, q: ScrollQuery) -> Page:
         records, after = await self.client.scroll(
             name,
-            scroll_filter=_filter(q.filter),
+            scroll_filter=to_qdrant(q.filter),
             limit=q.limit,
             offset=q.offset,
             order_by=q.order_by,

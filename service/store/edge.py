@@ -32,7 +32,7 @@ import numpy as np
 import qdrant_edge as qe
 from qdrant_client import models
 
-from service.store.filters import PayloadFilter, to_edge
+from service.store.filters import to_edge
 from service.store.types import (
     CollectionOptions,
     Filter,
@@ -92,10 +92,6 @@ def _vector(value: Any) -> list[float] | None:
     return list(value) if isinstance(value, list) else None
 
 
-def _filter(flt: Filter | None, exclude: Sequence[PointId] = ()) -> Any:
-    return to_edge(flt or PayloadFilter(), exclude) if flt or exclude else None
-
-
 def _with_payload(w: WithPayload) -> Any:
     if isinstance(w, models.PayloadSelectorInclude):
         return qe.PayloadSelector.Include(list(w.include))
@@ -140,7 +136,7 @@ def _request(q: SearchQuery) -> qe.QueryRequest:
         limit=q.limit,
         offset=q.offset,
         query=_query(q.vector),
-        filter=_filter(q.filter, q.exclude),
+        filter=to_edge(q.filter, q.exclude),
         score_threshold=q.score_threshold,
         params=_params(q.params),
         with_payload=_with_payload(q.with_payload),
@@ -306,7 +302,7 @@ class EdgeBackend:
         if ids is not None:
             op = qe.UpdateOperation.delete_points(list(ids))
         else:
-            op = qe.UpdateOperation.delete_points_by_filter(to_edge(flt or PayloadFilter()))
+            op = qe.UpdateOperation.delete_points_by_filter(to_edge(flt or Filter()))
         await self._run(lambda: self._shard(name).update(op))
 
     async def set_payload(
@@ -325,7 +321,7 @@ class EdgeBackend:
             by_filter = (
                 update.overwrite_payload_by_filter if overwrite else update.set_payload_by_filter
             )
-            op = by_filter(to_edge(flt or PayloadFilter()), payload)
+            op = by_filter(to_edge(flt or Filter()), payload)
         await self._run(lambda: self._shard(name).update(op))
 
     async def delete_payload(
@@ -334,9 +330,7 @@ class EdgeBackend:
         if ids is not None:
             op = qe.UpdateOperation.delete_payload(list(ids), list(keys))
         else:
-            op = qe.UpdateOperation.delete_payload_by_filter(
-                to_edge(flt or PayloadFilter()), list(keys)
-            )
+            op = qe.UpdateOperation.delete_payload_by_filter(to_edge(flt or Filter()), list(keys))
         await self._run(lambda: self._shard(name).update(op))
 
     async def query(self, name: str, q: SearchQuery) -> list[Hit]:
@@ -354,14 +348,14 @@ class EdgeBackend:
         return await self._run(run)
 
     async def count(self, name: str, flt: Filter | None = None, exact: bool = True) -> int:
-        request = qe.CountRequest(exact=exact, filter=_filter(flt))
+        request = qe.CountRequest(exact=exact, filter=to_edge(flt))
         return await self._run(lambda: self._shard(name).count(request))
 
     async def scroll(self, name: str, q: ScrollQuery) -> Page:
         request = qe.ScrollRequest(
             offset=q.offset,
             limit=q.limit,
-            filter=_filter(q.filter),
+            filter=to_edge(q.filter),
             with_payload=_with_payload(q.with_payload),
             with_vector=q.with_vectors,
             order_by=None if q.order_by is None else _order_by(q.order_by),

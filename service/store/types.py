@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from qdrant_client import models
 
-from service.store.filters import PayloadFilter
+from service.store.filters import Filter
 
 SYSTEM = "_clipserve"  # system collection: one point per user collection / label set
 LABELS_PREFIX = "_labels_"
@@ -27,7 +27,6 @@ MAX_POINT_ID = 2**64 - 1  # Qdrant's integer ids are unsigned 64-bit
 PointId = int | str
 Distance = Literal["cosine", "dot", "euclid"]
 IndexKind = Literal["keyword", "integer", "float", "bool", "uuid", "datetime"]
-Filter = PayloadFilter  # the request's filter model; engines translate it themselves
 # Qdrant's own request models travel as parsed (like filters); engines translate them
 WithPayload = models.WithPayloadInterface  # bool, [keys], {"include": [...]}, {"exclude": [...]}
 SearchParams = models.SearchParams  # hnsw_ef, exact, quantization (rescore, oversampling), ...
