@@ -25,6 +25,9 @@ from service.registry import LoadedModel, Registry
 from service.runners.base import RunnerError
 
 T = TypeVar("T")
+# Texts longer than this together are tokenized in a thread, where the event loop gets the GIL
+# back every few milliseconds (64 texts of 10k characters: 0.15 s of Python text cleaning).
+_INLINE_CHARS = 16_384
 
 
 class UnsupportedModality(LookupError):
@@ -91,7 +94,11 @@ class Embedder:
     async def embed_texts(self, model: LoadedModel, texts: list[str]) -> TextResult:
         batcher = self.batcher(model, "text")
         assert model.tokenizer is not None  # a text tower always has one (checked at load)
-        ids, mask, unknown = model.tokenizer.encode_counting_unknown(texts)
+        if sum(map(len, texts)) > _INLINE_CHARS:  # ~1 ms of cleaning per 4k characters
+            encode = model.tokenizer.encode_counting_unknown
+            ids, mask, unknown = await asyncio.to_thread(encode, texts)
+        else:
+            ids, mask, unknown = model.tokenizer.encode_counting_unknown(texts)
         if unknown.any():
             metrics.UNKNOWN_TOKENS.labels(model=model.name).inc(int(unknown.sum()))
         items = [{"input_ids": ids[i], "attention_mask": mask[i]} for i in range(len(texts))]
