@@ -177,7 +177,13 @@ def nested(depth: int) -> dict[str, Any]:
         ("points/payload", {"ids": list(range(10_001)), "payload": {}}),
         ("points/payload/delete", {"ids": [1], "keys": []}),
         ("search", {"query": {"id": 1}, "with_payload": {"include": 5}}),
+        ("search", {"query": {"id": 1}, "with_payload": ["a..b"]}),  # the engines fail on it
+        ("points/scroll", {"with_payload": {"exclude": ["meta", ""]}}),
         ("search", {"query": {"id": 1}, "params": {"hnsw_ef": "many"}}),
+        ("search", {"query": {"id": 1}, "params": {"hnsw_ef": -1}}),  # Edge fails on it
+        ("search", {"query": {"id": 1}, "params": {"quantization": {"oversampling": 0.5}}}),
+        ("recommend", {"positive": [{"id": 1}], "params": {"acorn": {"max_selectivity": 2}}}),
+        ("search", {"query": {"id": 1}, "params": {"idf": "global"}}),
         ("search", {"query": {"id": 1}, "score_threshold": "NaN"}),
     ],
 )

@@ -27,7 +27,7 @@ CHECKS = ",".join(
 # the examples and fuzzing phases; tests/test_filters*.py cover the filter language itself.
 CONFIG = """
 [[operations]]
-include-path-regex = "/(search|points/delete)$"
+include-path-regex = "/(search(/batch)?|recommend|points/(delete|scroll|count|payload(/delete)?))$"
 phases.coverage.enabled = false
 """
 

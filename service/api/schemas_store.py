@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +27,25 @@ _F32_MAX = float(np.finfo(np.float32).max)
 Float32 = Annotated[float, Field(allow_inf_nan=False, ge=-_F32_MAX, le=_F32_MAX)]
 PayloadKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=KEY_PATTERN)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+_KEY = re.compile(KEY_PATTERN)
+
+
+def _payload_keys(value: models.WithPayloadInterface) -> models.WithPayloadInterface:
+    """The keys of a payload selector must be payload paths (the engines fail on others)."""
+    if isinstance(value, models.PayloadSelectorInclude):
+        keys = value.include
+    elif isinstance(value, models.PayloadSelectorExclude):
+        keys = value.exclude
+    else:
+        keys = [] if isinstance(value, bool) else value
+    for key in keys:
+        if len(key) > 256 or not _KEY.match(key):
+            raise ValueError(f'{key[:80]!r} is not a payload key such as "a", "a.b", "a[].b"')
+    return value
+
+
+# Qdrant's with_payload: true, false, [keys], {"include": [keys]} or {"exclude": [keys]}
+WithPayload = Annotated[models.WithPayloadInterface, AfterValidator(_payload_keys)]
 
 # bounds on the work one request may ask for (each store call also has the store deadline)
 MAX_BATCH_SEARCHES = 64  # searches in one search/batch
@@ -32,6 +53,7 @@ MAX_BATCH_RANKED = 10_000  # their offset + limit together
 MAX_EXAMPLES = 64  # positive, and negative, examples of one recommend
 MAX_SCROLL_LIMIT = 1000  # points per scroll page
 MAX_IDS = 10_000  # point ids in one request
+MAX_HNSW_EF = 65_536  # beam of an HNSW search
 
 
 class _Request(BaseModel):
@@ -135,7 +157,7 @@ class Query(_Request):
         return self
 
 
-class _Search(_Request):
+class SearchOptions(_Request):
     """What every search shares, in Qdrant's terms: filter, `params` (Qdrant's SearchParams:
     hnsw_ef, exact, quantization rescore / oversampling), paging, threshold, what comes back
     (`with_payload`: true, false, a list of keys, {"include": [...]} or {"exclude": [...]})."""
@@ -145,19 +167,32 @@ class _Search(_Request):
     limit: int = Field(10, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=100_000)
     score_threshold: FiniteFloat | None = None
-    with_payload: models.WithPayloadInterface = True
+    with_payload: WithPayload = True
     with_vectors: StrictBool = False
 
     @model_validator(mode="after")
-    def _dense_params(self) -> _Search:
-        if self.params is not None and self.params.idf is not None:
+    def _params_qdrant_reads(self) -> SearchOptions:
+        """The ranges a Qdrant server enforces and qdrant-client's model leaves open (Qdrant
+        Edge fails on a negative hnsw_ef), and no sparse-vector options."""
+        p = self.params
+        if p is None:
+            return self
+        if p.idf is not None:
             raise ValueError(
                 "params.idf applies to sparse vectors; collections hold one dense vector"
             )
+        if p.hnsw_ef is not None and not 1 <= p.hnsw_ef <= MAX_HNSW_EF:
+            raise ValueError(f"params.hnsw_ef must be 1 .. {MAX_HNSW_EF}")
+        over = p.quantization.oversampling if p.quantization else None
+        if over is not None and not 1 <= over <= 100:
+            raise ValueError("params.quantization.oversampling must be 1 .. 100")
+        most = p.acorn.max_selectivity if p.acorn else None
+        if most is not None and not 0 <= most <= 1:
+            raise ValueError("params.acorn.max_selectivity must be 0 .. 1")
         return self
 
 
-class SearchRequest(_Search):
+class SearchRequest(SearchOptions):
     query: Query
 
 
@@ -175,7 +210,7 @@ class BatchSearchRequest(_Request):
         return self
 
 
-class RecommendRequest(_Search):
+class RecommendRequest(SearchOptions):
     """Points like the positive examples and unlike the negative ones (Qdrant's recommend)."""
 
     positive: list[Query] = Field(default_factory=list, max_length=MAX_EXAMPLES)
@@ -199,7 +234,7 @@ class ScrollRequest(_Request):
     order_by: models.OrderByInterface | None = Field(
         None, description='a payload key, or {"key", "direction": "asc" | "desc", "start_from"}'
     )
-    with_payload: models.WithPayloadInterface = True
+    with_payload: WithPayload = True
     with_vectors: StrictBool = False
 
 

@@ -41,13 +41,13 @@ from service.api.schemas_store import (
     ScrollRequest,
     ScrollResponse,
     SearchHit,
+    SearchOptions,
     SearchRequest,
     SearchResponse,
     Selection,
     SetPayload,
     UpsertRequest,
     UpsertResponse,
-    _Search,
 )
 from service.imaging import ImageError
 from service.registry import LoadedModel
@@ -412,7 +412,7 @@ async def count(name: Name, body: CountRequest, state: State) -> CountResponse:
 
 
 def _query(
-    body: _Search, vector: np.ndarray | Recommend, exclude: Sequence[PointId]
+    body: SearchOptions, vector: np.ndarray | Recommend, exclude: Sequence[PointId]
 ) -> SearchQuery:
     return SearchQuery(
         vector=vector if isinstance(vector, Recommend) else vector.tolist(),
