@@ -261,6 +261,17 @@ class Store:
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             raise StoreError(404, "point_not_found", f"no point {shown}{more} in {name!r}")
 
+    async def _points(
+        self, name: str, ids: Sequence[PointId] | None, flt: Filter | None
+    ) -> AsyncIterator[StoredPoint]:
+        """The points these ids or this filter select, with payloads (a page at a time)."""
+        if ids is not None:
+            for point in await self.backend.retrieve(name, ids, True, False):
+                yield point
+        else:
+            async for point in scroll_all(self.backend, name, flt=flt):
+                yield point
+
     async def delete_points(
         self, name: str, ids: Sequence[PointId] | None, flt: Filter | None
     ) -> None:
@@ -282,11 +293,7 @@ class Store:
         if ids is not None:
             await self._require(name, ids)
         if not overwrite:
-            if ids is not None:
-                affected = await self.backend.retrieve(name, ids, True, False)
-            else:
-                affected = [p async for p in scroll_all(self.backend, name, flt=flt)]
-            for point in affected:
+            async for point in self._points(name, ids, flt):
                 problem = payload_problem({**(point.payload or {}), **payload}, limits)
                 if problem is not None:
                     raise StoreError(
