@@ -14,7 +14,7 @@ from service.api.auth import load_api_keys, require_api_key
 from service.api.deps import AppState
 from service.api.errors import install_error_handlers
 from service.api.middleware import BodyLimit, RequestContext, RequestMetrics
-from service.api.routes import classify, collections, embeddings, health, models
+from service.api.routes import classify, collections, embeddings, health, models, search
 from service.batcher import BatchPolicy
 from service.config import Settings
 from service.embedder import Embedder, decode_pool
@@ -28,7 +28,7 @@ from service.urlfetch import UrlPolicy
 log = logging.getLogger(__name__)
 
 # Routers behind the API key (when keys are configured); later resources add theirs here.
-API_ROUTERS = [models.router, embeddings.router, collections.router, classify.router]
+API_ROUTERS = [models.router, embeddings.router, collections.router, search.router, classify.router]
 
 
 def _decode_threads(settings: Settings) -> int:
