@@ -103,7 +103,7 @@ def _draft(img: Image.Image, spec: ImagePreprocess) -> None:
         img.draft("RGB", request)
 
 
-def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+def to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     """Convert any mode to 8-bit RGB; transparency is composited, high bit depths are scaled."""
     mode = img.mode
     if mode == "RGB":
@@ -163,7 +163,7 @@ def prepare(img: Image.Image, spec: ImagePreprocess) -> np.ndarray:
             _draft(img, spec)
             img.load()
             img = ImageOps.exif_transpose(img) or img
-            rgb = _to_rgb(img, (spec.background[0], spec.background[1], spec.background[2]))
+            rgb = to_rgb(img, (spec.background[0], spec.background[1], spec.background[2]))
             out = _resize_crop(rgb, spec)
     except ImageError:
         raise

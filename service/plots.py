@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from PIL import Image
 
 DPI = 100
@@ -154,9 +154,9 @@ def bench_plot(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Path)
     rate.set_ylim(bottom=0)
     rate.set_title("throughput")
     latency.set_yscale("log")
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    latency.yaxis.set_major_formatter(plain)
-    latency.yaxis.set_minor_formatter(plain)
+    latency.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    latency.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    latency.yaxis.set_minor_formatter(NullFormatter())
     latency.set_ylabel("latency per request (ms)")
     latency.set_title("latency: p50 (solid), p99 (dashed)")
     if machines:

@@ -59,6 +59,8 @@ class CollectionOptions:
     replication_factor: int | None = None
     # payload key -> keyword | integer | float | bool | uuid: filters on it use an index
     payload_indexes: dict[str, IndexKind] = field(default_factory=dict)
+    # a JPEG thumbnail of each upserted image, at most this many pixels a side (None: none)
+    thumbnail_size: int | None = None
 
 
 @dataclass
