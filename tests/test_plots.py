@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -144,3 +145,11 @@ def test_pictures_without_matplotlib_name_the_extra(tmp_path: Path) -> None:
         result = clipserve(*args, env=env)
         assert result.returncode == 2, result.stderr
         assert "pip install 'clipserve[plots]'" in result.stderr, result.stderr
+
+
+def test_the_readme_shows_pictures_that_exist() -> None:
+    """The README shows one picture of each command (and the playground): committed PNGs."""
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (REPO / "README.md").read_text())
+    assert {"docs/eval-retrieval.png", "docs/bench-plot.png"} <= set(links), links
+    for link in links:
+        picture(REPO / link)
