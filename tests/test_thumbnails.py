@@ -5,15 +5,18 @@ payloads that search and point reads return, deleted with their point."""
 from __future__ import annotations
 
 import io
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from service.thumbnails import THUMBNAIL_KEY
-from tests.images import blocks, data_uri, encode
+from service.thumbnails import MAX_SIDE, THUMBNAIL_KEY
+from tests.images import blocks, data_uri, encode, png_bomb
 from tests.server import Server
 
 SIDE = 48
@@ -59,7 +62,7 @@ def test_thumbnails_are_small_jpegs_of_the_image(server: Server) -> None:
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     assert len(r.content) < 8_000
     thumb = Image.open(io.BytesIO(r.content))
-    assert thumb.format == "JPEG" and thumb.size == (SIDE, SIDE * 400 // 600)
+    assert thumb.format == "JPEG" and thumb.size == (SIDE, round(SIDE * 400 / 600))
     diff = np.abs(_pixels(thumb, (12, 8)) - _pixels(photo, (12, 8))).mean()
     assert diff < 6, diff  # the same picture, not just any JPEG
 
@@ -112,3 +115,54 @@ def test_the_thumbnail_key_is_reserved(server: Server) -> None:
     r = httpx.post(f"{server.url}/v1/collections/{name}/points", json={"items": [item]})
     assert r.status_code == 422, r.text
     assert "reserved" in r.text
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_bad_images_are_refused_before_any_thumbnail(server: Server) -> None:
+    """A bomb among good images: the upsert is refused by item, and nothing is stored."""
+    name = _collection(server, thumbnail_size=SIDE)
+    items = [
+        {"image": data_uri(encode(blocks(), "PNG"))},
+        {"image": data_uri(png_bomb())},
+    ]
+    r = httpx.post(f"{server.url}/v1/collections/{name}/points", json={"items": items}, timeout=60)
+    assert r.status_code == 413, r.text
+    assert [e["index"] for e in r.json()["error"]["items"]] == [1]
+    assert httpx.get(f"{server.url}/v1/collections/{name}").json()["count"] == 0
+
+
+@pytest.mark.slow
+def test_thumbnails_of_large_photos_leave_the_server_responsive(server: Server) -> None:
+    """Thumbnails decode each image again, off the event loop: /healthz answers within a second
+    meanwhile, and the server's memory stays bounded."""
+    name = _collection(server, thumbnail_size=MAX_SIDE)
+    photos = [encode(blocks(3000, 2000, seed=s), "JPEG", quality=90) for s in range(6)]
+    items = [{"image": data_uri(p, "image/jpeg")} for p in photos]
+    pid = server.process.pid
+    before = _rss_mb(pid)
+    slowest = 0.0
+    with ThreadPoolExecutor(1) as pool:
+        upsert = pool.submit(
+            httpx.post,
+            f"{server.url}/v1/collections/{name}/points",
+            json={"items": items},
+            timeout=120,
+        )
+        while not upsert.done():
+            started = time.perf_counter()
+            assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+            slowest = max(slowest, time.perf_counter() - started)
+            time.sleep(0.05)
+        r = upsert.result()
+    assert r.status_code == 200, r.text
+    assert slowest < 1.0, slowest
+    assert _rss_mb(pid) - before < 400
+    for point in r.json()["ids"]:
+        thumb = Image.open(io.BytesIO(_thumbnail(server, name, point).content))
+        assert thumb.size == (MAX_SIDE, round(MAX_SIDE * 2000 / 3000))

@@ -38,6 +38,7 @@ from service.api.schemas_store import (
     UpsertRequest,
     UpsertResponse,
 )
+from service.embedder import DeadlineExceeded
 from service.imaging import ImageError
 from service.inputs import ImageSource, source_bytes
 from service.registry import LoadedModel
@@ -180,16 +181,27 @@ async def _embed_items(
 
 
 async def _with_thumbnails(
-    model: LoadedModel, side: int, payloads: list[dict[str, Any]], sources: dict[int, ImageSource]
+    state: AppState,
+    model: LoadedModel,
+    side: int,
+    payloads: list[dict[str, Any]],
+    sources: dict[int, ImageSource],
 ) -> None:
-    """A thumbnail in the payload of each image item (off the event loop: it decodes again)."""
+    """A thumbnail in the payload of each image item: in one thread off the event loop (it
+    decodes each image again, at reduced scale for JPEGs), within the request's deadline."""
     assert model.images is not None
     limits = model.images.limits
 
     def make() -> dict[int, str]:
         return {i: make_thumbnail(source_bytes(s), side, limits) for i, s in sources.items()}
 
-    for i, thumbnail in (await asyncio.to_thread(make)).items():
+    deadline = state.settings.request_timeout_s
+    try:
+        async with asyncio.timeout(deadline):
+            made = await asyncio.to_thread(make)
+    except TimeoutError:
+        raise DeadlineExceeded(f"thumbnails not made within {deadline}s") from None
+    for i, thumbnail in made.items():
         payloads[i] = {**payloads[i], THUMBNAIL_KEY: thumbnail}
 
 
@@ -205,7 +217,7 @@ async def upsert_points(name: Name, body: UpsertRequest, state: State) -> Upsert
     vectors, sources = await _embed_items(state, model, info, body.items)
     payloads = [it.payload or {} for it in body.items]
     if info.options.thumbnail_size and sources and model is not None:
-        await _with_thumbnails(model, info.options.thumbnail_size, payloads, sources)
+        await _with_thumbnails(state, model, info.options.thumbnail_size, payloads, sources)
     await state.store.upsert(name, ids, vectors, payloads)
     return UpsertResponse(ids=ids)
 
