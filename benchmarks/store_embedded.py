@@ -1,7 +1,10 @@
-"""Embedded store engines on N vectors, through clipserve's own store code (what the server
-runs): Qdrant Edge (`qdrant-edge-py`, the default) vs qdrant-client's local mode.
+"""Embedded store engines on N vectors, through clipserve's own store code: Qdrant Edge
+(`qdrant-edge-py`, the default) vs qdrant-client's local mode, in this process, and Edge in the
+store process over its socket (`process`: what a server runs; the difference is the cost of
+the socket and pickling per call).
 
     python benchmarks/store_embedded.py --n 100000 --dim 512            # both engines
+    python benchmarks/store_embedded.py --n 20000 --engines edge,process  # in-process vs process
     python benchmarks/store_embedded.py --n 100000 --engines edge --hnsw  # + HNSW build
 
 For each engine, on disk in a temporary directory: upsert time (batches of 256, each answered
@@ -22,8 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from service.filters import PayloadFilter
-from service.store import CollectionOptions, SearchQuery, Store, open_store
+from service.store.facade import Store
+from service.store.factory import open_store
+from service.store.filters import PayloadFilter
+from service.store.owner import StoreProcess
+from service.store.remote import RemoteBackend
+from service.store.types import CollectionOptions, SearchQuery
 
 BATCH = 256
 GROUPS = 100
@@ -44,12 +51,18 @@ async def _latency(store: Store, queries: np.ndarray, flt: PayloadFilter | None)
     return times
 
 
+def _store(engine: str, root: Path) -> Store:
+    if engine == "process":  # Edge in a store process, as a server runs it
+        return Store(RemoteBackend("embedded", 600, owner=StoreProcess("edge", root, 600)))
+    return open_store(engine, root, None, None)  # type: ignore[arg-type]
+
+
 async def bench(
     engine: str, root: Path, vectors: np.ndarray, queries: np.ndarray, hnsw: bool
 ) -> None:
     name = f"{engine:<6}"
     flt = PayloadFilter.model_validate({"must": [{"key": "group", "match": 7}]})
-    store = open_store(engine, root, None, None)  # type: ignore[arg-type]
+    store = _store(engine, root)
     await store.open()
     await store.create_collection("bench", "m", vectors.shape[1], CollectionOptions())
     t = time.perf_counter()
@@ -60,7 +73,7 @@ async def bench(
     print(f"{name} upsert {len(vectors)}: {time.perf_counter() - t:8.1f} s", flush=True)
     print(f"{name} search           {_ms(await _latency(store, queries, None))}", flush=True)
     print(f"{name} filtered search  {_ms(await _latency(store, queries, flt))}", flush=True)
-    if engine == "edge":  # local mode has no payload indexes
+    if engine != "local":  # local mode has no payload indexes
         t = time.perf_counter()
         await store.backend.index_payload("bench", "group", "integer")
         print(f"{name} payload index on group: {time.perf_counter() - t:8.1f} s")
@@ -73,7 +86,7 @@ async def bench(
         print(f"{name} filtered, HNSW   {_ms(await _latency(store, queries, flt))}", flush=True)
     await store.close()
     t = time.perf_counter()
-    store = open_store(engine, root, None, None)  # type: ignore[arg-type]
+    store = _store(engine, root)
     await store.open()
     await _latency(store, queries[:1], None)
     print(f"{name} reopen + first search: {time.perf_counter() - t:8.2f} s", flush=True)

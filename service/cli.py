@@ -276,7 +276,9 @@ def cmd_store_optimize(args: argparse.Namespace) -> None:
     import asyncio
     import time
 
-    from service.store import StoreError, StoreUnavailable, open_store, optimize_embedded
+    from service.store.facade import optimize_embedded
+    from service.store.factory import open_store
+    from service.store.types import StoreError, StoreUnavailable
 
     async def run() -> None:
         store = open_store(
@@ -313,6 +315,26 @@ def _image_size(value: str) -> tuple[int, int]:
     if not (sep and width.isdigit() and height.isdigit()):
         raise argparse.ArgumentTypeError(f"{value!r} is not WIDTHxHEIGHT, e.g. 600x400")
     return int(width), int(height)
+
+
+def cmd_store_check(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from service.store.repair import Actions, store_check
+    from service.store.types import StoreError, StoreUnavailable
+
+    defaults = Settings.model_validate({})
+    actions = Actions(args.drop or [], args.reset or [], args.rebuild or [])
+    try:
+        lines, whole = asyncio.run(
+            store_check(args.engine, args.data_dir or defaults.data_dir, actions)
+        )
+    except (StoreError, StoreUnavailable) as exc:
+        raise CliError(str(exc)) from exc
+    print("\n".join(lines))
+    if not whole:
+        print("damaged collections remain: --drop, --reset or --rebuild them", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -395,6 +417,24 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--data-dir", default=None, help="default: CLIPSERVE_DATA_DIR or data")
     optimize.add_argument("--collection", action="append", help="default: every collection")
     optimize.set_defaults(func=cmd_store_optimize)
+
+    check = add(
+        "store-check",
+        help="check the embedded store and repair damaged collections (with the server stopped)",
+    )
+    check.add_argument("--data-dir", default=None, help="default: CLIPSERVE_DATA_DIR or data")
+    check.add_argument("--engine", choices=["edge", "local"], default="edge")
+    check.add_argument("--drop", action="append", metavar="NAME", help="delete the collection")
+    check.add_argument(
+        "--reset", action="append", metavar="NAME", help="empty it, keeping model and options"
+    )
+    check.add_argument(
+        "--rebuild",
+        action="append",
+        metavar="NAME",
+        help="keep every point that still reads back, in a fresh shard",
+    )
+    check.set_defaults(func=cmd_store_check)
 
     bench = add("bench", help="load-test a running server")
     _server_flags(bench, api_key=False)

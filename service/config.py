@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         1,
         ge=1,
         description="HTTP worker processes, each with its own models, batchers and decode pool "
-        "(one process serves about 1k requests/s); needs qdrant_url or store_engine=none",
+        "(one process serves about 1k requests/s); they share one embedded store process",
     )
 
     # --- models
@@ -146,6 +146,25 @@ class Settings(BaseSettings):
     )
     qdrant_url: str | None = Field(None, description="Qdrant server URL (replaces embedded)")
     qdrant_api_key: str | None = Field(None, description="Qdrant API key")
+    store_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="deadline of one call to the embedded store: past it the request answers "
+        "504, and a store process that stays unresponsive this long is restarted",
+    )
+    max_payload_bytes: int = Field(
+        256 * 1024, ge=2, description="a point's payload as JSON, in bytes (413 above)"
+    )
+    max_payload_depth: int = Field(
+        32,
+        ge=1,
+        le=100,
+        description="nesting of objects and arrays in a payload (422 above; Qdrant Edge cannot "
+        "read back 128 levels)",
+    )
+    max_payload_keys: int = Field(
+        4096, ge=1, description="keys in a payload, nested objects included (413 above)"
+    )
 
     # --- triton
     triton_url: str = Field("localhost:8001", description="Triton server address")

@@ -3,7 +3,8 @@
 One Python process tops out at about a thousand requests/s (its event loop, JSON and the GIL),
 far below what a GPU embeds. With several workers each process loads its own models, batchers
 and decode pool and shares the listening socket; the supervisor replaces a worker that dies.
-An embedded store belongs to one process, so workers need a Qdrant server or no store.
+An embedded store runs in a store process of its own, which the supervisor starts first and
+every worker talks to (one process serving alone starts its own).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import socket
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,12 +126,7 @@ def serve(settings: Settings, debug: bool = False) -> None:
                 f"the server stopped during start-up (exit code {exc.code})"
             ) from exc
         return
-    if settings.store_engine != "none" and not settings.qdrant_url:
-        raise StartupError(
-            f"workers={settings.workers} needs a Qdrant server (qdrant_url) or store_engine=none: "
-            "an embedded store belongs to one process"
-        )
-    with tempfile.TemporaryDirectory(prefix="clipserve-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="clipserve-") as tmp, _shared_store(settings):
         failure = Path(tmp) / "failure"
         os.environ[_SETTINGS_ENV] = settings.model_dump_json()
         os.environ[_FAILURE_ENV] = str(failure)
@@ -138,6 +136,28 @@ def serve(settings: Settings, debug: bool = False) -> None:
         uvicorn.run("service.serving:worker_app", factory=True, workers=settings.workers, **options)  # type: ignore[arg-type]
         if failure.exists():
             raise StartupError(failure.read_text())
+
+
+@contextmanager
+def _shared_store(settings: Settings) -> Iterator[None]:
+    """The embedded store process the workers share (none for a server or no store)."""
+    if settings.store_engine == "none" or settings.qdrant_url:
+        yield
+        return
+    from service.store.owner import StoreProcess
+    from service.store.types import StoreUnavailable
+
+    owner = StoreProcess.from_settings(settings)
+    try:
+        owner.start()
+    except StoreUnavailable as exc:
+        owner.stop()
+        raise StartupError(str(exc)) from exc
+    os.environ.update(owner.address.export())
+    try:
+        yield
+    finally:
+        owner.stop()
 
 
 def worker_app() -> FastAPI:

@@ -33,13 +33,19 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+def wait_ready(
+    url: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float = 60,
+    probe: str = "readyz",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/{probe}", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -48,7 +54,11 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
 
 
 @contextmanager
-def run_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+def run_server(
+    tmp: Path, *args: str, env: dict[str, str] | None = None, ready: bool = True
+) -> Iterator[Server]:
+    """The server, once ready (`ready=False`: once it answers at all, e.g. while a damaged
+    store keeps it not ready)."""
     port = free_port()
     log = tmp / f"server-{port}.log"
     cmd = [sys.executable, "-m", "service", "serve", "--port", str(port), *args]
@@ -61,7 +71,7 @@ def run_server(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iter
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process, log)
+        wait_ready(url, process, log, probe="readyz" if ready else "healthz")
         yield Server(url, process, log)
     finally:
         if process.poll() is None:

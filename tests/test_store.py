@@ -1,5 +1,6 @@
 """The store on both embedded engines (Qdrant Edge, qdrant-client local mode: the server's code
-path) must mean the same thing: ids, payloads, filters, search options, label sets, restarts."""
+path), and on Qdrant Edge through the store process (what a server runs), must mean the same
+thing: ids, payloads, filters, search options, label sets, restarts."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from service.filters import PayloadFilter
-from service.store import (
+from service.store.facade import Store
+from service.store.factory import open_store
+from service.store.filters import PayloadFilter
+from service.store.owner import StoreProcess
+from service.store.remote import RemoteBackend
+from service.store.types import (
     CollectionOptions,
     LabelSet,
     SearchQuery,
-    Store,
     StoreError,
     StoreUnavailable,
-    open_store,
 )
 
 T = TypeVar("T")
@@ -32,11 +35,20 @@ def run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["edge", "local"])
+def process_store(data_dir: Path, engine: str = "edge", timeout_s: float = 30) -> Store:
+    """A store whose engine runs in a store process this test owns, as a server's does."""
+    owner = StoreProcess(engine, data_dir, timeout_s)
+    mode = "embedded" if engine == "edge" else "local"
+    return Store(RemoteBackend(mode, timeout_s, owner=owner))
+
+
+@pytest.fixture(params=["edge", "local", "process", "process-local"])
 def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
     """A factory of stores on one data directory (call it again to 'restart')."""
 
     def factory() -> Store:
+        if request.param.startswith("process"):
+            return process_store(tmp_path, "local" if request.param.endswith("local") else "edge")
         return open_store(request.param, tmp_path, None, None)
 
     yield factory
@@ -150,11 +162,19 @@ def test_delete_by_ids_and_filter(make: Callable[[], Store]) -> None:
 def test_create_is_idempotent_and_checks_the_model(make: Callable[[], Store]) -> None:
     async def go() -> None:
         store = await filled(make())
-        _, created = await store.create_collection("c", "m", DIM, CollectionOptions())
-        assert not created
+        _, created = await store.create_collection("c", "m", DIM, CollectionOptions(), set())
+        assert not created  # nothing asked for: the existing collection is confirmed
         with pytest.raises(StoreError) as err:
             await store.create_collection("c", "other", 4, CollectionOptions())
         assert err.value.status == 409
+        other = CollectionOptions(distance="dot", payload_indexes={"n": "integer"})
+        with pytest.raises(StoreError) as err:
+            await store.create_collection("c", "m", DIM, other, {"distance", "payload_indexes"})
+        assert err.value.status == 409 and "distance is 'cosine', not 'dot'" in str(err.value)
+        assert "payload_indexes" in str(err.value)
+        with pytest.raises(StoreError) as err:
+            await store.create_collection("e", "m", DIM, CollectionOptions(shard_number=2))
+        assert err.value.status == 400 and err.value.code == "server_only_option"
         opts = CollectionOptions(distance="dot", on_disk=True, hnsw_m=8, quantization="scalar")
         info, created = await store.create_collection("d", "m", DIM, opts)
         assert created and info.options == opts and info.count == 0
@@ -190,8 +210,12 @@ def test_restart_keeps_collections_points_and_label_sets(make: Callable[[], Stor
     run(read())
 
 
-def test_orphaned_label_set_collections_are_dropped_on_open(make: Callable[[], Store]) -> None:
-    """A label-set replacement interrupted by a crash leaves a collection nothing points to."""
+def test_orphaned_label_set_collections_are_dropped_on_open(tmp_path: Path) -> None:
+    """A label-set replacement interrupted by a crash leaves a collection nothing points to; the
+    store process drops it when it starts."""
+
+    def make() -> Store:
+        return process_store(tmp_path)
 
     async def go() -> None:
         store = make()

@@ -1,5 +1,5 @@
 """Several worker processes (`--workers`): they share the port, give the single process's
-embeddings, report one set of metrics, stop together, and refuse an embedded store."""
+embeddings, report one set of metrics, share one embedded store process, and stop together."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_two_workers_serve_the_same_embeddings(model_dir: Path, tmp_path: Path) 
     with run_server(tmp_path, *base) as one:
         ref_text, ref_image = _embed(one.url, texts), _embed(one.url, images)
     with run_server(tmp_path, *base, "--workers", "2", "--store-engine", "none") as srv:
-        workers = _children(srv.process.pid)
+        workers = [p for p in _children(srv.process.pid) if "spawn_main" in _cmdline(p)]
         assert len(workers) == 2, workers
         with ThreadPoolExecutor(8) as pool:
             got = list(pool.map(lambda _: _embed(srv.url, texts), range(40)))
@@ -56,23 +56,65 @@ def test_two_workers_serve_the_same_embeddings(model_dir: Path, tmp_path: Path) 
     assert not any(_alive(p) for p in workers)
 
 
-def test_workers_need_a_store_server_or_none(model_dir: Path, tmp_path: Path) -> None:
-    def serve(*flags: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "service", "serve", "--port", "0", *flags]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+def test_two_workers_share_one_embedded_store(model_dir: Path, tmp_path: Path) -> None:
+    base = ["--models-dir", str(model_dir.parent), "--models", model_dir.name]
+    data = tmp_path / "data"
+    with run_server(tmp_path, *base, "--workers", "2", "--data-dir", str(data)) as srv:
+        everyone = _children(srv.process.pid)
+        stores = [p for p in everyone if "service.store.process" in _cmdline(p)]
+        assert len(stores) == 1, [_cmdline(p) for p in everyone]
+        workers = [p for p in everyone if "spawn_main" in _cmdline(p)]
+        assert len(workers) == 2
+        url = f"{srv.url}/v1/collections/shared"
+        with ThreadPoolExecutor(4) as pool:  # racing PUTs from both workers: one creates it
+            puts = list(
+                pool.map(lambda _: httpx.put(url, json={}, timeout=60).status_code, range(4))
+            )
+        assert sorted(puts) == [200, 200, 200, 201], puts
 
-    refused = serve("--workers", "2", "--data-dir", str(tmp_path / "data"))
-    assert refused.returncode == 2 and "needs a Qdrant server" in refused.stderr
-    # a worker that cannot load its models stops the whole server with the worker's reason
-    broken = serve("--workers", "2", "--store-engine", "none", "--models-dir", str(tmp_path))
+        def upsert(batch: int) -> int:
+            items = [
+                {"id": batch * 10 + i, "text": f"number {i}", "payload": {"batch": batch}}
+                for i in range(10)
+            ]
+            return httpx.post(f"{url}/points", json={"items": items}, timeout=60).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(upsert, range(40))) == {200}
+        for _ in range(8):  # whichever worker answers sees every point
+            assert httpx.get(url).json()["count"] == 400
+        search = {
+            "query": {"text": "number 7"},
+            "limit": 5,
+            "filter": {"must": [{"key": "batch", "match": 3}]},
+        }
+        hits = httpx.post(f"{url}/search", json=search, timeout=60).json()["results"]
+        assert hits and all(h["payload"] == {"batch": 3} for h in hits)
+        labels = {"labels": ["zero", "one", "seven"]}
+        assert (
+            httpx.put(f"{srv.url}/v1/label-sets/digits", json=labels, timeout=60).status_code == 200
+        )
+        for _ in range(4):
+            got = httpx.get(f"{srv.url}/v1/label-sets/digits", params={"with_labels": True})
+            assert got.json()["labels"] == labels["labels"]
+        srv.process.terminate()
+        assert srv.process.wait(timeout=30) == 0
+    assert not any(_alive(p) for p in workers + stores)
+    with run_server(tmp_path, *base, "--data-dir", str(data)) as again:  # all of it was stored
+        assert httpx.get(f"{again.url}/v1/collections/shared").json()["count"] == 400
+
+
+def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "service", "serve", "--port", "0", "--workers", "2"]
+    cmd += ["--data-dir", str(tmp_path / "data"), "--models-dir", str(tmp_path)]
+    broken = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert broken.returncode == 2, broken.stderr
     assert "no model folders" in broken.stderr.splitlines()[-1]
 
 
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    kids = [int(p) for p in out.split()]
-    return [k for k in kids if "spawn_main" in _cmdline(k)]  # not the resource tracker
+    return [int(p) for p in out.split()]
 
 
 def _cmdline(pid: int) -> str:

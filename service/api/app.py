@@ -22,7 +22,7 @@ from service.embedder import Embedder, decode_pool
 from service.inputs import ImageSourcePolicy
 from service.registry import Registry
 from service.runners.base import readiness_checks
-from service.store import open_store
+from service.store.factory import serving_store
 from service.urlfetch import UrlPolicy
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,12 @@ def create_app(settings: Settings, registry: Registry) -> FastAPI:
             max_pending_decodes=settings.max_queue_items,
             deadline_s=settings.request_timeout_s,
         )
-        store = open_store(
-            settings.store_engine, settings.data_dir, settings.qdrant_url, settings.qdrant_api_key
-        )
+        store = serving_store(settings)
         await store.open()
         async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as http:
             state = AppState(settings, registry, embedder, image_sources, http, store)
             runners = [r for m in registry.models.values() for r in m.runners.values()]
-            state.extras["readiness"] = {"store": store.healthy, **readiness_checks(runners)}
+            state.extras["readiness"] = {"store": store.health, **readiness_checks(runners)}
             app.state.clipserve = state
             embedder.start()
             state.ready = True

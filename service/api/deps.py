@@ -13,7 +13,7 @@ from service.config import Settings
 from service.embedder import Embedder
 from service.inputs import ImageSourcePolicy
 from service.registry import Registry
-from service.store import Store
+from service.store.facade import Store
 
 
 @dataclass

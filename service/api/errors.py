@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service import metrics
 from service.api.responses import FastJSON
@@ -20,7 +21,7 @@ from service.embedder import DeadlineExceeded, UnsupportedModality
 from service.imaging import ImageError
 from service.registry import UnknownModel
 from service.runners.base import RunnerError
-from service.store import StoreError
+from service.store.types import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,22 @@ def _not_json(request: Request, exc: RequestValidationError) -> str | None:
     return None
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path: Starlette's 405 names only the methods of
+    the first route whose path matched (PUT for a path that also takes GET and DELETE). Asked
+    of the router method by method, through the routes' public `matches`."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    ]
+    return ", ".join(allowed)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> FastJSON:
@@ -157,12 +174,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(ApiError(422, "invalid_request", message, param=where))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> FastJSON:
+    async def _http(request: Request, exc: StarletteHTTPException) -> FastJSON:
         codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
-        return error_response(
-            ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return error_response(ApiError(exc.status_code, code, str(exc.detail), headers=headers))
 
     @app.exception_handler(ImageError)
     async def _image(_: Request, exc: ImageError) -> FastJSON:
@@ -184,7 +202,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreError)
     async def _store(_: Request, exc: StoreError) -> FastJSON:
-        return error_response(ApiError(exc.status, exc.code, str(exc)))
+        # a store process restarting or stuck recovers by itself; a damaged collection does not
+        retry = {"Retry-After": "1"} if exc.code in ("store_unavailable", "store_timeout") else None
+        return error_response(ApiError(exc.status, exc.code, str(exc), headers=retry))
 
     @app.exception_handler(QueueFull)
     async def _queue_full(_: Request, exc: QueueFull) -> FastJSON:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -13,12 +14,14 @@ from pydantic import (
     model_validator,
 )
 
-from service.filters import KEY_PATTERN, PayloadFilter
+from service.store.filters import KEY_PATTERN, PayloadFilter
 from service.thumbnails import MAX_SIDE, MIN_SIDE, THUMBNAIL_KEY
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 PointId = int | str
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# a vector component: finite and within float32 (1e39 would be stored as inf / NaN, never found)
+_F32_MAX = float(np.finfo(np.float32).max)
+Float32 = Annotated[float, Field(allow_inf_nan=False, ge=-_F32_MAX, le=_F32_MAX)]
 PayloadKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=KEY_PATTERN)]
 
 
@@ -68,7 +71,7 @@ class PointIn(_Request):
     id: PointId | None = Field(None, description="int or UUID; default: a content hash UUID")
     image: str | None = Field(None, description="data: URI or base64 (or URL when enabled)")
     text: str | None = None
-    vector: list[FiniteFloat] | None = Field(None, min_length=1, max_length=65_536)
+    vector: list[Float32] | None = Field(None, min_length=1, max_length=65_536)
     payload: dict[str, Any] | None = None
 
     @model_validator(mode="after")
@@ -118,7 +121,7 @@ class DeletePoints(_Request):
 class Query(_Request):
     text: str | None = None
     image: str | None = None
-    vector: list[FiniteFloat] | None = Field(None, min_length=1, max_length=65_536)
+    vector: list[Float32] | None = Field(None, min_length=1, max_length=65_536)
     id: PointId | None = None
 
     @model_validator(mode="after")

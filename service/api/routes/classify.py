@@ -22,7 +22,7 @@ from service.api.schemas_store import (
 )
 from service.classify import DEFAULT_TEMPLATES, prototypes, scores, top_k
 from service.registry import LoadedModel
-from service.store import LabelSet
+from service.store.types import LabelSet
 
 router = APIRouter(prefix="/v1", tags=["classification"], route_class=FastJSONRoute)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import uuid
 from dataclasses import asdict
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from service.api.deps import AppState, State
 from service.api.errors import ApiError, ItemErrors
@@ -42,9 +44,26 @@ from service.embedder import DeadlineExceeded
 from service.imaging import ImageError
 from service.inputs import ImageSource, source_bytes
 from service.registry import LoadedModel
-from service.store import CollectionInfo, CollectionOptions, SearchQuery
+from service.store.limits import PayloadLimits, has_ambiguous_number, payload_problem
+from service.store.types import MAX_POINT_ID, CollectionInfo, CollectionOptions, SearchQuery
 from service.thumbnails import THUMBNAIL_KEY, make_thumbnail, split_thumbnail
 
+# `/points/<action>` routes: never a point id, so `GET .../points/delete` answers 405 (the
+# action's methods in Allow) instead of looking up a point named "delete". Add new actions here.
+POINT_ACTIONS = ("delete", "exists")
+
+
+class _PointIdConvertor(Convertor[str]):
+    regex = rf"(?!(?:{'|'.join(POINT_ACTIONS)})$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("point_id", _PointIdConvertor())
 router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=FastJSONRoute)
 
 Name = Annotated[str, Path(pattern=NAME_PATTERN, description="collection name")]
@@ -80,18 +99,25 @@ def content_id(item: PointIn) -> str:
 
 
 def _check_id(point_id: int | str) -> int | str:
-    if isinstance(point_id, int):
-        if point_id < 0:
-            raise ApiError(400, "invalid_id", "integer ids must be >= 0", param="id")
-        return point_id
-    try:
-        return str(uuid.UUID(point_id))
-    except ValueError:
+    """An unsigned 64-bit integer (or its ASCII digits) or a UUID; anything else is a 400. Only
+    ASCII counts: `int()` and `uuid.UUID()` read other scripts' digits ("٣" would be 3)."""
+    if isinstance(point_id, str) and point_id.isascii():
         if point_id.isdigit():
-            return int(point_id)
-        raise ApiError(
-            400, "invalid_id", "ids are unsigned integers or UUIDs", param="id"
-        ) from None
+            point_id = int(point_id)
+        else:
+            try:
+                return str(uuid.UUID(point_id))
+            except ValueError:
+                pass
+    if isinstance(point_id, int) and 0 <= point_id <= MAX_POINT_ID:
+        return point_id
+    raise ApiError(
+        400,
+        "invalid_id",
+        f"ids are unsigned integers (0 .. 2^64-1, ASCII digits) or UUIDs, not "
+        f"{str(point_id)[:80]!r}",
+        param="id",
+    )
 
 
 def _model(state: AppState, info: CollectionInfo) -> LoadedModel:
@@ -117,7 +143,8 @@ async def create_collection(
     body = body or CollectionCreate.model_validate({})
     model = state.registry.get(body.model)
     opts = CollectionOptions(**body.model_dump(exclude={"model"}))
-    info, created = await state.store.create_collection(name, model.name, model.dim, opts)
+    asked = body.model_fields_set - {"model"}  # an existing collection must match these
+    info, created = await state.store.create_collection(name, model.name, model.dim, opts, asked)
     response.status_code = 201 if created else 200
     return _out(info)
 
@@ -184,11 +211,11 @@ async def _with_thumbnails(
     state: AppState,
     model: LoadedModel,
     side: int,
-    payloads: list[dict[str, Any]],
+    payloads: list[dict[str, Any] | None],
     sources: dict[int, ImageSource],
-) -> None:
-    """A thumbnail in the payload of each image item: in one thread off the event loop (it
-    decodes each image again, at reduced scale for JPEGs), within the request's deadline."""
+) -> list[dict[str, Any] | None]:
+    """The payloads with a thumbnail in each image item's: made in one thread off the event loop
+    (it decodes each image again, at reduced scale for JPEGs), within the request's deadline."""
     assert model.images is not None
     limits = model.images.limits
 
@@ -201,23 +228,54 @@ async def _with_thumbnails(
             made = await asyncio.to_thread(make)
     except TimeoutError:
         raise DeadlineExceeded(f"thumbnails not made within {deadline}s") from None
-    for i, thumbnail in made.items():
-        payloads[i] = {**payloads[i], THUMBNAIL_KEY: thumbnail}
+    return [
+        {**(p or {}), THUMBNAIL_KEY: made[i]} if i in made else p for i, p in enumerate(payloads)
+    ]
+
+
+async def _checked_payloads(
+    state: AppState, request: Request, items: list[PointIn]
+) -> list[dict[str, Any] | None]:
+    """Payloads as sent, each within the payload limits (else every bad one is listed). Only
+    payloads already within the limits are searched for integers the fast parser turned into
+    floats, and then read again exactly."""
+    s = state.settings
+    limits = PayloadLimits(s.max_payload_bytes, s.max_payload_depth, s.max_payload_keys)
+
+    def check(payloads: list[dict[str, Any] | None]) -> None:
+        bad = [(i, payload_problem(p, limits)) for i, p in enumerate(payloads) if p]
+        errors: list[tuple[int, ImageError | ApiError]] = [
+            (i, ApiError(e.status, e.code, str(e))) for i, e in bad if e is not None
+        ]
+        if errors:
+            raise ItemErrors(errors, "items")
+
+    payloads = [it.payload for it in items]
+    check(payloads)
+    if any(p and has_ambiguous_number(p) for p in payloads):
+        exact = json.loads(await request.body())["items"]
+        payloads = [item.get("payload") for item in exact]
+        check(payloads)
+    return payloads
 
 
 @router.post("/{name}/points", response_model=UpsertResponse, responses=_ERRORS)
-async def upsert_points(name: Name, body: UpsertRequest, state: State) -> UpsertResponse:
+async def upsert_points(
+    name: Name, body: UpsertRequest, state: State, request: Request
+) -> UpsertResponse:
     """All or nothing: if any item is bad, none is written and each bad item is listed.
     The answer comes only after Qdrant has written the points."""
     check_items(state, len(body.items), "items")
+    payloads = await _checked_payloads(state, request, body.items)
     info = await state.store.collection(name, count=False)
     needs_model = any(it.vector is None for it in body.items)
     model = _model(state, info) if needs_model else None
     ids = [_check_id(it.id) if it.id is not None else content_id(it) for it in body.items]
     vectors, sources = await _embed_items(state, model, info, body.items)
-    payloads = [it.payload or {} for it in body.items]
     if info.options.thumbnail_size and sources and model is not None:
-        await _with_thumbnails(state, model, info.options.thumbnail_size, payloads, sources)
+        payloads = await _with_thumbnails(
+            state, model, info.options.thumbnail_size, payloads, sources
+        )
     await state.store.upsert(name, ids, vectors, payloads)
     return UpsertResponse(ids=ids)
 
@@ -230,7 +288,7 @@ async def existing_points(name: Name, body: PointIds, state: State) -> ExistingI
     return ExistingIds(ids=found)
 
 
-@router.get("/{name}/points/{point_id}", response_model=PointOut, responses=_ERRORS)
+@router.get("/{name}/points/{point_id:point_id}", response_model=PointOut, responses=_ERRORS)
 async def get_point(name: Name, point_id: str, state: State, with_vector: bool = False) -> PointOut:
     await state.store.collection(name, count=False)
     p = await state.store.get_point(name, _check_id(point_id), with_vector)
@@ -238,7 +296,7 @@ async def get_point(name: Name, point_id: str, state: State, with_vector: bool =
 
 
 @router.get(
-    "/{name}/points/{point_id}/thumbnail",
+    "/{name}/points/{point_id:point_id}/thumbnail",
     response_class=Response,
     responses={**_ERRORS, 200: {"content": {"image/jpeg": {}}, "description": "a JPEG"}},
 )
@@ -257,7 +315,7 @@ async def get_thumbnail(name: Name, point_id: str, state: State) -> Response:
     return Response(base64.b64decode(thumbnail), media_type="image/jpeg")
 
 
-@router.delete("/{name}/points/{point_id}", status_code=204, responses=_ERRORS)
+@router.delete("/{name}/points/{point_id:point_id}", status_code=204, responses=_ERRORS)
 async def delete_point(name: Name, point_id: str, state: State) -> Response:
     await state.store.collection(name, count=False)
     await state.store.delete_points(name, [_check_id(point_id)], None)

@@ -23,18 +23,26 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+# A check answers True / False, or None (fine) / a reason (not ready, and why).
+Check = Callable[[], Awaitable[bool | str | None]]
+
+
 @router.get("/readyz")
 async def readyz(state: State) -> Response:
-    """Models are loaded and warmed up, and every dependency (store, Triton) is reachable."""
+    """Models are loaded and warmed up, and every dependency (store, Triton) is reachable;
+    `reasons` says what is wrong where a check knows (e.g. a damaged collection)."""
     checks: dict[str, bool] = {"models": state.ready}
-    extra = cast(dict[str, Callable[[], Awaitable[bool]]], state.extras.get("readiness", {}))
-    for name, check in extra.items():
-        checks[name] = bool(await check())
+    reasons: dict[str, str] = {}
+    for name, check in cast(dict[str, Check], state.extras.get("readiness", {})).items():
+        result = await check()
+        checks[name] = result is True or result is None
+        if isinstance(result, str):
+            reasons[name] = result
     ok = all(checks.values())
-    return FastJSON(
-        {"status": "ready" if ok else "not_ready", "checks": checks},
-        status_code=200 if ok else 503,
-    )
+    body: dict[str, object] = {"status": "ready" if ok else "not_ready", "checks": checks}
+    if reasons:
+        body["reasons"] = reasons
+    return FastJSON(body, status_code=200 if ok else 503)
 
 
 @metrics_router.get(

@@ -9,15 +9,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from qdrant_client import AsyncQdrantClient, models
 
-from service.filters import PayloadFilter, to_qdrant
-from service.store import (
+from service.store.filters import PayloadFilter, to_qdrant
+from service.store.types import (
     CollectionOptions,
+    Filter,
     Hit,
     IndexKind,
-    Point,
+    Page,
     PointId,
+    ScrollQuery,
     SearchQuery,
     StoredPoint,
     point_id,
@@ -76,9 +79,9 @@ class ClientBackend:
     async def close(self) -> None:
         await self.client.close()
 
-    async def healthy(self) -> bool:
+    async def health(self) -> str | None:
         await self.client.get_collections()
-        return True
+        return None
 
     async def exists(self, name: str) -> bool:
         return bool(await self.client.collection_exists(name))
@@ -119,8 +122,17 @@ class ClientBackend:
     async def names(self) -> list[str]:
         return sorted(c.name for c in (await self.client.get_collections()).collections)
 
-    async def upsert(self, name: str, points: Sequence[Point]) -> None:
-        structs = [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points]
+    async def upsert(
+        self,
+        name: str,
+        ids: Sequence[PointId],
+        vectors: np.ndarray,
+        payloads: Sequence[dict[str, Any]],
+    ) -> None:
+        structs = [
+            models.PointStruct(id=i, vector=v, payload=p)
+            for i, v, p in zip(ids, vectors.tolist(), payloads, strict=True)
+        ]
         await self.client.upsert(name, structs, wait=True)
 
     async def retrieve(
@@ -131,9 +143,7 @@ class ClientBackend:
         )
         return [StoredPoint(point_id(p.id), p.payload, _vector(p.vector)) for p in found]
 
-    async def delete(
-        self, name: str, ids: Sequence[PointId] | None, flt: PayloadFilter | None
-    ) -> None:
+    async def delete(self, name: str, ids: Sequence[PointId] | None, flt: Filter | None) -> None:
         selector: models.PointIdsList | models.FilterSelector
         if ids is not None:
             selector = models.PointIdsList(points=list(ids))
@@ -163,17 +173,18 @@ class ClientBackend:
             for p in result.points
         ]
 
-    async def count(self, name: str) -> int:
-        return int((await self.client.count(name, exact=True)).count)
+    async def count(self, name: str, flt: Filter | None = None) -> int:
+        count_filter = to_qdrant(flt) if flt is not None else None
+        return int((await self.client.count(name, count_filter, exact=True)).count)
 
-    async def scroll(
-        self, name: str, flt: PayloadFilter | None, limit: int, with_vectors: bool
-    ) -> list[StoredPoint]:
-        records, _ = await self.client.scroll(
+    async def scroll(self, name: str, q: ScrollQuery) -> Page:
+        records, after = await self.client.scroll(
             name,
-            scroll_filter=to_qdrant(flt) if flt is not None else None,
-            limit=limit,
-            with_payload=True,
-            with_vectors=with_vectors,
+            scroll_filter=to_qdrant(q.filter) if q.filter is not None else None,
+            limit=q.limit,
+            offset=q.offset,
+            with_payload=q.with_payload,
+            with_vectors=q.with_vectors,
         )
-        return [StoredPoint(point_id(p.id), p.payload, _vector(p.vector)) for p in records]
+        points = [StoredPoint(point_id(p.id), p.payload, _vector(p.vector)) for p in records]
+        return Page(points, None if after is None else point_id(after))

@@ -2,23 +2,25 @@
 
 Nothing is stored, so there is nothing to read: the system collection is empty and every user
 collection or label set is unknown (404); any write answers 501 `store_disabled`. This is also
-how several worker processes serve without a Qdrant server (an embedded store belongs to one
-process).
+how a server that never stores anything skips the store process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from service.filters import PayloadFilter
-from service.store import (
+import numpy as np
+
+from service.store.types import (
     SYSTEM,
     CollectionOptions,
+    Filter,
     Hit,
     IndexKind,
-    Point,
+    Page,
     PointId,
+    ScrollQuery,
     SearchQuery,
     StoredPoint,
     StoreError,
@@ -40,8 +42,8 @@ class NoBackend:
     async def close(self) -> None:
         return None
 
-    async def healthy(self) -> bool:
-        return True
+    async def health(self) -> str | None:
+        return None
 
     async def exists(self, name: str) -> bool:
         return name == SYSTEM
@@ -61,7 +63,13 @@ class NoBackend:
     async def names(self) -> list[str]:
         return [SYSTEM]
 
-    async def upsert(self, name: str, points: Sequence[Point]) -> None:
+    async def upsert(
+        self,
+        name: str,
+        ids: Sequence[PointId],
+        vectors: np.ndarray,
+        payloads: Sequence[dict[str, Any]],
+    ) -> None:
         _refuse()
 
     async def retrieve(
@@ -69,18 +77,14 @@ class NoBackend:
     ) -> list[StoredPoint]:
         return []
 
-    async def delete(
-        self, name: str, ids: Sequence[PointId] | None, flt: PayloadFilter | None
-    ) -> None:
+    async def delete(self, name: str, ids: Sequence[PointId] | None, flt: Filter | None) -> None:
         _refuse()
 
     async def query(self, name: str, q: SearchQuery) -> list[Hit]:
         return []
 
-    async def count(self, name: str) -> int:
+    async def count(self, name: str, flt: Filter | None = None) -> int:
         return 0
 
-    async def scroll(
-        self, name: str, flt: PayloadFilter | None, limit: int, with_vectors: bool
-    ) -> list[StoredPoint]:
-        return []
+    async def scroll(self, name: str, q: ScrollQuery) -> Page:
+        return Page([], None)

@@ -1,10 +1,11 @@
 """The vector store: collections bound to a model, points, search, label sets.
 
-Two engines behind one small `Backend` interface (same Qdrant semantics, filters and ids):
-- embedded (default): Qdrant's own engine in-process (`qdrant-edge`), one shard per collection
-  under `data_dir/edge`. `benchmarks/store_embedded.py` chose it over qdrant-client's local mode:
-  at 100k x 512 it upserts in 3 s instead of 2 minutes, searches in 11 ms instead of 125,
-  filters in 0.24 ms (payload index) instead of 1.3 s, and its WAL survives a crash;
+Engines behind one small `Backend` interface (same Qdrant semantics, filters and ids):
+- embedded (default): Qdrant's own engine (`qdrant-edge`), one shard per collection under
+  `data_dir/edge`, hosted by a store process of its own (`service.store.process`) that every
+  API worker talks to. `benchmarks/store_embedded.py` chose Edge over qdrant-client's local
+  mode: at 100k x 512 it upserts in 3 s instead of 2 minutes, searches in 11 ms instead of
+  125, filters in 0.24 ms (payload index) instead of 1.3 s, and its WAL survives a crash;
 - a Qdrant server or cluster by URL through `qdrant-client` (the same client also runs its local
   mode, `store_engine=local`, which the tests use to exercise that code path without a server).
 
@@ -17,147 +18,81 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import asdict, fields
+from typing import Any
 
 import numpy as np
 
-from service.filters import Condition, PayloadFilter
+from service.store.types import (
+    LABELS_PREFIX,
+    SERVER_ONLY_OPTIONS,
+    SYSTEM,
+    Backend,
+    CollectionInfo,
+    CollectionOptions,
+    Filter,
+    Hit,
+    LabelSet,
+    PointId,
+    ScrollQuery,
+    SearchQuery,
+    StoredPoint,
+    StoreError,
+    StoreUnavailable,
+    not_found,
+    system_id,
+)
 
 log = logging.getLogger(__name__)
-
-SYSTEM = "_clipserve"  # system collection: one point per user collection / label set
-_SYSTEM_NS = uuid.UUID("6c1f3a52-4d38-4f0e-9d43-0d8f7e3b9a10")
-LABELS_PREFIX = "_labels_"
-
-PointId = int | str
-Distance = Literal["cosine", "dot", "euclid"]
-IndexKind = Literal["keyword", "integer", "float", "bool", "uuid"]
+_PAGE = 1000  # points per scroll page when a whole collection is read
 
 
-class StoreError(Exception):
-    """A store problem the client caused (unknown collection, conflict): status + code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
-
-
-class StoreUnavailable(RuntimeError):
-    """The store cannot be opened (server unreachable, data directory locked or damaged)."""
-
-
-@dataclass
-class CollectionOptions:
-    distance: Distance = "cosine"
-    on_disk: bool = False
-    hnsw_m: int | None = None
-    hnsw_ef_construct: int | None = None
-    quantization: Literal["none", "scalar", "binary"] = "none"
-    shard_number: int | None = None
-    replication_factor: int | None = None
-    # payload key -> keyword | integer | float | bool | uuid: filters on it use an index
-    payload_indexes: dict[str, IndexKind] = field(default_factory=dict)
-    # a JPEG thumbnail of each upserted image, at most this many pixels a side (None: none)
-    thumbnail_size: int | None = None
+async def scroll_all(
+    backend: Backend, name: str, with_vectors: bool = False
+) -> AsyncIterator[StoredPoint]:
+    """Every point of a collection, a page at a time (pages keep each store call small)."""
+    offset: PointId | None = None
+    while True:
+        page = await backend.scroll(
+            name, ScrollQuery(limit=_PAGE, offset=offset, with_vectors=with_vectors)
+        )
+        for point in page.points:
+            yield point
+        if page.next_offset is None:
+            return
+        offset = page.next_offset
 
 
-@dataclass
-class CollectionInfo:
-    name: str
-    model: str
-    dimension: int
-    count: int | None
-    options: CollectionOptions
+async def system_records(backend: Backend, kind: str) -> list[dict[str, Any]]:
+    """The system collection's records of one kind (it holds one per collection / label set,
+    so reading it whole is cheap, and needs no filter)."""
+    return [
+        dict(p.payload or {})
+        async for p in scroll_all(backend, SYSTEM)
+        if (p.payload or {}).get("kind") == kind
+    ]
 
 
-@dataclass
-class Point:
-    id: PointId
-    vector: list[float]
-    payload: dict[str, Any]
+async def collect_garbage(backend: Backend) -> None:
+    """Drop label-set collections no label set points to (a replacement interrupted by a crash).
+    Run by whoever owns the data exclusively (the store process), never by one of several
+    replicas of a server, where another replica may be writing one right now."""
+    live = {str(r.get("collection")) for r in await system_records(backend, "label_set")}
+    for name in await backend.names():
+        if name.startswith(LABELS_PREFIX) and name not in live:
+            log.warning("dropping orphaned label-set collection %s", name)
+            await backend.drop(name)
 
 
-@dataclass
-class StoredPoint:
-    id: PointId
-    payload: dict[str, Any] | None
-    vector: list[float] | None = None
-
-
-@dataclass
-class Hit:
-    id: PointId
-    score: float
-    payload: dict[str, Any] | None
-    vector: list[float] | None = None
-
-
-@dataclass
-class SearchQuery:
-    vector: list[float]
-    filter: PayloadFilter | None = None
-    exclude: Sequence[PointId] = ()
-    limit: int = 10
-    offset: int = 0
-    score_threshold: float | None = None
-    with_payload: bool = True
-    with_vectors: bool = False
-
-
-@dataclass
-class LabelSet:
-    name: str
-    model: str
-    labels: list[str]
-    templates: list[str]
-    prototypes: np.ndarray = field(repr=False)
-
-
-class Backend(Protocol):
-    """The few Qdrant operations clipserve needs; every write returns once it is stored."""
-
-    mode: str
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def healthy(self) -> bool: ...
-    async def exists(self, name: str) -> bool: ...
-    async def dimension(self, name: str) -> int: ...
-    async def create(self, name: str, dim: int, opts: CollectionOptions) -> None: ...
-    async def drop(self, name: str) -> None: ...
-    async def index_payload(self, name: str, key: str, kind: IndexKind) -> None: ...
-    async def names(self) -> list[str]: ...
-    async def upsert(self, name: str, points: Sequence[Point]) -> None: ...
-    async def retrieve(
-        self, name: str, ids: Sequence[PointId], with_payload: bool, with_vectors: bool
-    ) -> list[StoredPoint]: ...
-    async def delete(
-        self, name: str, ids: Sequence[PointId] | None, flt: PayloadFilter | None
-    ) -> None: ...
-    async def query(self, name: str, q: SearchQuery) -> list[Hit]: ...
-    async def count(self, name: str) -> int: ...
-    async def scroll(
-        self, name: str, flt: PayloadFilter | None, limit: int, with_vectors: bool
-    ) -> list[StoredPoint]: ...
-
-
-def point_id(value: Any) -> PointId:
-    """Qdrant ids come back as int, str or uuid.UUID: answer int or the UUID's string."""
-    return value if isinstance(value, int) else str(value)
-
-
-def _system_id(kind: str, name: str) -> str:
-    return str(uuid.uuid5(_SYSTEM_NS, f"{kind}:{name}"))
-
-
-def _kind_filter(kind: str) -> PayloadFilter:
-    return PayloadFilter(must=[Condition(key="kind", match=kind)])
-
-
-def _not_found(name: str) -> StoreError:
-    return StoreError(404, "collection_not_found", f"collection {name!r} does not exist")
+def _differences(
+    wanted: CollectionOptions, stored: CollectionOptions, keys: Collection[str]
+) -> list[str]:
+    return [
+        f"{k} is {getattr(stored, k)!r}, not {getattr(wanted, k)!r}"
+        for k in (f.name for f in fields(CollectionOptions))
+        if k in keys and getattr(stored, k) != getattr(wanted, k)
+    ]
 
 
 class Store:
@@ -174,38 +109,58 @@ class Store:
             if not await self.backend.exists(SYSTEM):
                 await self.backend.create(SYSTEM, 1, CollectionOptions(distance="dot"))
             await self.backend.count(SYSTEM)  # opens it: a locked or broken store fails now
-            await self._collect_garbage()
+        except StoreError:
+            raise
         except Exception as exc:
             raise StoreUnavailable(f"cannot open the {self.mode} store: {exc}") from exc
 
     async def close(self) -> None:
         await self.backend.close()
 
-    async def healthy(self) -> bool:
-        """The readiness check: the store answers (a server may go away at any time)."""
+    async def health(self) -> str | None:
+        """The readiness check: None when the store answers and nothing in it is damaged, else
+        why not (a server may go away at any time; a store process may be restarting)."""
         try:
-            return await self.backend.healthy()
-        except Exception:  # any transport failure means "not ready"
-            return False
+            return await self.backend.health()
+        except Exception as exc:  # any transport failure means "not ready"
+            return f"the {self.mode} store does not answer: {exc}"
 
     # --- system records -----------------------------------------------------------------------
     async def _meta(self, kind: str, name: str) -> dict[str, Any] | None:
-        found = await self.backend.retrieve(SYSTEM, [_system_id(kind, name)], True, False)
+        found = await self.backend.retrieve(SYSTEM, [system_id(kind, name)], True, False)
         return dict(found[0].payload or {}) if found else None
 
     async def _put_meta(self, kind: str, name: str, payload: dict[str, Any]) -> None:
         record = {"kind": kind, "name": name, **payload}
-        await self.backend.upsert(SYSTEM, [Point(_system_id(kind, name), [1.0], record)])
+        ones = np.ones((1, 1), dtype=np.float32)
+        await self.backend.upsert(SYSTEM, [system_id(kind, name)], ones, [record])
 
     async def _drop_meta(self, kind: str, name: str) -> None:
-        await self.backend.delete(SYSTEM, [_system_id(kind, name)], None)
+        await self.backend.delete(SYSTEM, [system_id(kind, name)], None)
 
     # --- collections --------------------------------------------------------------------------
     async def create_collection(
-        self, name: str, model: str, dimension: int, opts: CollectionOptions
+        self,
+        name: str,
+        model: str,
+        dimension: int,
+        opts: CollectionOptions,
+        requested: Collection[str] | None = None,
     ) -> tuple[CollectionInfo, bool]:
-        """Create, or confirm an identical existing one (PUT is idempotent); (info, created).
-        A Qdrant collection made outside clipserve is adopted if its dimension fits."""
+        """Create, or confirm an existing one (PUT is idempotent); (info, created). `requested`
+        names the options the caller asked for (default: all): if the existing collection
+        differs in any of them, 409 names each. A Qdrant collection made outside clipserve is
+        adopted if its dimension fits."""
+        asked = {f.name for f in fields(CollectionOptions)} if requested is None else requested
+        if self.mode != "server":
+            server_only = [k for k in SERVER_ONLY_OPTIONS if getattr(opts, k) is not None]
+            if server_only:
+                raise StoreError(
+                    400,
+                    "server_only_option",
+                    f"{' and '.join(server_only)}: only a Qdrant server (qdrant_url) honours "
+                    f"shards and replicas; the {self.mode} store keeps one copy of a collection",
+                )
         async with self._schema:
             meta = await self._meta("collection", name)
             exists = await self.backend.exists(name)
@@ -217,10 +172,25 @@ class Store:
                         f"collection {name!r} exists for model {meta['model']!r} "
                         f"(dimension {meta['dimension']})",
                     )
-                return await self.collection(name), False
-            if not exists:
-                await self.backend.create(name, dimension, opts)
-            elif (found := await self.backend.dimension(name)) != dimension:
+                info = await self.collection(name)
+                differ = _differences(opts, info.options, asked)
+                if differ:
+                    raise StoreError(
+                        409,
+                        "collection_exists",
+                        f"collection {name!r} exists with other options: {'; '.join(differ)} "
+                        "(delete it first to change them)",
+                    )
+                return info, False
+            created = not exists
+            if created:
+                try:
+                    await self.backend.create(name, dimension, opts)
+                except StoreError as exc:  # another API worker created it meanwhile: adopt
+                    if exc.code != "collection_exists":
+                        raise
+                    created = False
+            if (found := await self.backend.dimension(name)) != dimension:
                 raise StoreError(
                     409,
                     "collection_exists",
@@ -229,13 +199,13 @@ class Store:
                 )
             meta = {"model": model, "dimension": dimension, "options": asdict(opts)}
             await self._put_meta("collection", name, meta)
-            return await self.collection(name), True
+            return await self.collection(name), created
 
     async def collection(self, name: str, count: bool = True) -> CollectionInfo:
         """404 for an unknown collection; `count=False` skips counting (hot paths)."""
         meta = await self._meta("collection", name)
         if meta is None or not await self.backend.exists(name):
-            raise _not_found(name)
+            raise not_found(name)
         return CollectionInfo(
             name,
             str(meta["model"]),
@@ -245,8 +215,7 @@ class Store:
         )
 
     async def list_collections(self) -> list[str]:
-        records = await self.backend.scroll(SYSTEM, _kind_filter("collection"), 100_000, False)
-        return sorted(str((r.payload or {})["name"]) for r in records)
+        return sorted(str(r["name"]) for r in await system_records(self.backend, "collection"))
 
     async def delete_collection(self, name: str) -> None:
         async with self._schema:
@@ -263,10 +232,7 @@ class Store:
         payloads: Sequence[dict[str, Any] | None],
     ) -> None:
         """Returns only once the points are written: acknowledged = stored."""
-        points = [
-            Point(i, v.tolist(), p or {}) for i, v, p in zip(ids, vectors, payloads, strict=True)
-        ]
-        await self.backend.upsert(name, points)
+        await self.backend.upsert(name, ids, vectors, [p or {} for p in payloads])
 
     async def get_point(self, name: str, pid: PointId, with_vector: bool) -> StoredPoint:
         found = await self.backend.retrieve(name, [pid], True, with_vector)
@@ -282,7 +248,7 @@ class Store:
         return np.asarray(point.vector, dtype=np.float32)
 
     async def delete_points(
-        self, name: str, ids: Sequence[PointId] | None, flt: PayloadFilter | None
+        self, name: str, ids: Sequence[PointId] | None, flt: Filter | None
     ) -> None:
         await self.backend.delete(name, ids, flt)
 
@@ -298,14 +264,14 @@ class Store:
         async with self._schema:
             old = await self._meta("label_set", label_set.name)
             await self.backend.create(collection, dim, CollectionOptions(distance="dot"))
-            points = [
-                Point(i, v.tolist(), {"label": label})
-                for i, (label, v) in enumerate(
-                    zip(label_set.labels, label_set.prototypes, strict=True)
+            for start in range(0, len(label_set.labels), _PAGE):
+                labels = label_set.labels[start : start + _PAGE]
+                await self.backend.upsert(
+                    collection,
+                    list(range(start, start + len(labels))),
+                    np.asarray(label_set.prototypes[start : start + _PAGE], dtype=np.float32),
+                    [{"label": label} for label in labels],
                 )
-            ]
-            for start in range(0, len(points), 1000):
-                await self.backend.upsert(collection, points[start : start + 1000])
             meta = {
                 "model": label_set.model,
                 "templates": label_set.templates,
@@ -332,7 +298,7 @@ class Store:
         cached = self._label_cache.get(collection)
         if cached is not None:
             return cached
-        points = await self.backend.scroll(collection, None, int(meta["count"]) + 1, True)
+        points = [p async for p in scroll_all(self.backend, collection, with_vectors=True)]
         points.sort(key=lambda p: int(p.id))
         labels = [str((p.payload or {})["label"]) for p in points]
         prototypes = np.asarray([p.vector for p in points], dtype=np.float32)
@@ -342,8 +308,8 @@ class Store:
 
     async def list_label_sets(self) -> list[dict[str, Any]]:
         """Every label set's record (name, model, templates, count), by name."""
-        records = await self.backend.scroll(SYSTEM, _kind_filter("label_set"), 100_000, False)
-        return sorted((dict(r.payload or {}) for r in records), key=lambda m: str(m["name"]))
+        records = await system_records(self.backend, "label_set")
+        return sorted(records, key=lambda m: str(m["name"]))
 
     async def delete_label_set(self, name: str) -> None:
         async with self._schema:
@@ -352,18 +318,6 @@ class Store:
                 raise StoreError(404, "label_set_not_found", f"label set {name!r} does not exist")
             await self._drop_meta("label_set", name)
             await self._drop_label_collection(str(meta["collection"]))
-
-    async def _collect_garbage(self) -> None:
-        """Drop label-set collections no label set points to (a replacement interrupted by a
-        crash). Embedded only: on a shared server another replica may be writing one."""
-        if self.mode == "server":
-            return
-        records = await self.backend.scroll(SYSTEM, _kind_filter("label_set"), 100_000, False)
-        live = {str((r.payload or {}).get("collection")) for r in records}
-        for name in await self.backend.names():
-            if name.startswith(LABELS_PREFIX) and name not in live:
-                log.warning("dropping orphaned label-set collection %s", name)
-                await self.backend.drop(name)
 
 
 async def optimize_embedded(store: Store, names: list[str] | None) -> list[tuple[str, bool]]:
@@ -376,26 +330,3 @@ async def optimize_embedded(store: Store, names: list[str] | None) -> list[tuple
         await store.collection(name, count=False)  # 404 if unknown
         done.append((name, bool(await optimize(name))))
     return done
-
-
-def open_store(
-    engine: Literal["edge", "local", "none"], data_dir: Any, url: str | None, api_key: str | None
-) -> Store:
-    """The configured store: a server when `url` is set, else the embedded `engine` (or none)."""
-    from pathlib import Path
-
-    if engine == "none":
-        from service.store_none import NoBackend
-
-        return Store(NoBackend())
-    if url:
-        from service.store_client import ClientBackend
-
-        return Store(ClientBackend(url=url, api_key=api_key))
-    if engine == "local":
-        from service.store_client import ClientBackend
-
-        return Store(ClientBackend(path=Path(data_dir) / "qdrant"))
-    from service.store_edge import EdgeBackend
-
-    return Store(EdgeBackend(Path(data_dir) / "edge"))

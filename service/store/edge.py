@@ -4,17 +4,20 @@ shard per collection in `root/<name>/`.
 - Durable when acknowledged: every update goes through the shard's write-ahead log, which is
   replayed when a shard is opened after a crash (flushing segments per request would cost
   ~80 ms; it happens on close instead).
-- Every call runs on one worker thread: the bindings hold the GIL during a call, so this keeps
-  shards single-writer and keeps the event loop free whenever the engine lets go.
+- Every call runs on one worker thread: shards stay single-writer. The bindings hold the GIL
+  while they work, so a serving process never hosts this backend itself: the store process
+  does (`service.store.process`), and a slow call stalls only that process.
 - Segments are searched by brute force in Rust (11 ms at 100k x 512 here). Building HNSW
   indexes (`EdgeShard.optimize`) holds the GIL for as long as it runs (214 s at that size), so
   the server never runs it; `clipserve store-optimize` does, with the server stopped.
-- One process per data directory: the WAL is locked while a shard is open.
+- One process per data directory: `open` locks it (`.lock`), and the WAL is locked while a
+  shard is open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import shutil
 import uuid
@@ -22,25 +25,30 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
+import numpy as np
 import qdrant_edge as qe
 
-from service.filters import PayloadFilter, to_edge
-from service.store import (
+from service.store.filters import PayloadFilter, to_edge
+from service.store.types import (
     CollectionOptions,
+    Filter,
     Hit,
     IndexKind,
-    Point,
+    Page,
     PointId,
+    ScrollQuery,
     SearchQuery,
     StoredPoint,
     StoreError,
+    StoreUnavailable,
     point_id,
 )
 
 T = TypeVar("T")
 _CONFIG = "edge_config.json"
+_LOCK = ".lock"
 _TRASH = ".trash-"
 _DISTANCES = {"cosine": qe.Distance.Cosine, "dot": qe.Distance.Dot, "euclid": qe.Distance.Euclid}
 _INDEX_KINDS = {
@@ -85,6 +93,7 @@ class EdgeBackend:
         self._shards: dict[str, qe.EdgeShard] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
         self._open = False
+        self._lock: IO[str] | None = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, partial(fn, *args))
@@ -101,22 +110,27 @@ class EdgeBackend:
             path = self._path(name)
             if not (path / _CONFIG).is_file():  # e.g. dropped while a request was on its way
                 raise StoreError(404, "collection_not_found", f"collection {name!r} does not exist")
-            try:
-                shard = qe.EdgeShard.load(str(path))
-            except Exception as exc:
-                if "WouldBlock" in str(exc):
-                    raise RuntimeError(
-                        f"{path} is in use by another process (one process per data directory; "
-                        "run a Qdrant server to share a store)"
-                    ) from exc
-                raise
+            shard = qe.EdgeShard.load(str(path))
             self._shards[name] = shard
         return shard
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
+        """Takes the directory's lock first: one process owns it (the WAL locks only the shards
+        opened so far, so two processes could otherwise share a directory unnoticed)."""
+
         def start() -> None:
             self.root.mkdir(parents=True, exist_ok=True)
+            lock = (self.root / _LOCK).open("a")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                raise StoreUnavailable(
+                    f"{self.root} is in use by another process (one store process per data "
+                    "directory; a server's workers share it)"
+                ) from None
+            self._lock = lock
             for leftover in self.root.glob(_TRASH + "*"):  # a drop interrupted by a crash
                 shutil.rmtree(leftover, ignore_errors=True)
 
@@ -128,13 +142,16 @@ class EdgeBackend:
             for shard in self._shards.values():
                 shard.close()  # flushes segments
             self._shards.clear()
+            if self._lock is not None:
+                self._lock.close()  # releases the lock
+                self._lock = None
 
         self._open = False
         await self._run(stop)
         self._pool.shutdown(wait=True)
 
-    async def healthy(self) -> bool:
-        return self._open
+    async def health(self) -> str | None:
+        return None if self._open else "the embedded store is closed"
 
     # --- collections --------------------------------------------------------------------------
     async def exists(self, name: str) -> bool:
@@ -147,7 +164,9 @@ class EdgeBackend:
     async def create(self, name: str, dim: int, opts: CollectionOptions) -> None:
         def make() -> None:
             path = self._path(name)
-            if path.exists() and not (path / _CONFIG).is_file():
+            if (path / _CONFIG).is_file():  # another API worker created it a moment ago
+                raise StoreError(409, "collection_exists", f"collection {name!r} exists")
+            if path.exists():
                 shutil.rmtree(path)  # a create interrupted by a crash
             shard = qe.EdgeShard.create(str(path), edge_config(dim, opts))
             self._shards[name] = shard
@@ -173,8 +192,17 @@ class EdgeBackend:
         await self._run(remove)
 
     # --- points -------------------------------------------------------------------------------
-    async def upsert(self, name: str, points: Sequence[Point]) -> None:
-        op = qe.UpdateOperation.upsert_points([qe.Point(p.id, p.vector, p.payload) for p in points])
+    async def upsert(
+        self,
+        name: str,
+        ids: Sequence[PointId],
+        vectors: np.ndarray,
+        payloads: Sequence[dict[str, Any]],
+    ) -> None:
+        points = [
+            qe.Point(i, v, p) for i, v, p in zip(ids, vectors.tolist(), payloads, strict=True)
+        ]
+        op = qe.UpdateOperation.upsert_points(points)
         await self._run(lambda: self._shard(name).update(op))
 
     async def retrieve(
@@ -189,9 +217,7 @@ class EdgeBackend:
 
         return await self._run(get)
 
-    async def delete(
-        self, name: str, ids: Sequence[PointId] | None, flt: PayloadFilter | None
-    ) -> None:
+    async def delete(self, name: str, ids: Sequence[PointId] | None, flt: Filter | None) -> None:
         if ids is not None:
             op = qe.UpdateOperation.delete_points(list(ids))
         else:
@@ -223,22 +249,28 @@ class EdgeBackend:
 
         return await self._run(run)
 
-    async def count(self, name: str) -> int:
-        return await self._run(lambda: self._shard(name).count(qe.CountRequest(exact=True)))
+    async def count(self, name: str, flt: Filter | None = None) -> int:
+        request = qe.CountRequest(exact=True, filter=to_edge(flt) if flt is not None else None)
+        return await self._run(lambda: self._shard(name).count(request))
 
-    async def scroll(
-        self, name: str, flt: PayloadFilter | None, limit: int, with_vectors: bool
-    ) -> list[StoredPoint]:
+    async def scroll(self, name: str, q: ScrollQuery) -> Page:
         request = qe.ScrollRequest(
-            limit=limit,
-            filter=to_edge(flt) if flt is not None else None,
-            with_payload=True,
-            with_vector=with_vectors,
+            offset=q.offset,
+            limit=q.limit,
+            filter=to_edge(q.filter) if q.filter is not None else None,
+            with_payload=q.with_payload,
+            with_vector=q.with_vectors,
         )
 
-        def run() -> list[StoredPoint]:
-            records, _ = self._shard(name).scroll(request)
-            return [StoredPoint(point_id(r.id), r.payload, _vector(r.vector)) for r in records]
+        def run() -> Page:
+            records, after = self._shard(name).scroll(request)
+            points = [
+                StoredPoint(
+                    point_id(r.id), r.payload if q.with_payload else None, _vector(r.vector)
+                )
+                for r in records
+            ]
+            return Page(points, None if after is None else point_id(after))
 
         return await self._run(run)
 
