@@ -100,6 +100,16 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pa
         ]
         assert api.post("/v1/collections/digits/points", json={"items": items}).status_code == 200
         assert api.put("/v1/label-sets/digits", json={"labels": LABELS}).status_code == 200
+        # no thumbnails of its own: texts whose payload links a picture
+        assert api.put("/v1/collections/linked", json={}).status_code == 201
+        linked = [
+            {
+                "text": f"a photo of a {it['payload']['label']}.",
+                "payload": {"image_url": it["image"]},
+            }
+            for it in items[:3]
+        ]
+        assert api.post("/v1/collections/linked/points", json={"items": linked}).status_code == 200
         yield srv, folder
 
 
@@ -220,6 +230,16 @@ def test_search_and_zero_shot_in_a_browser(keyed: tuple[Server, Path], tmp_path:
                 srv, "/v1/collections/digits/search", {"query": {"image": uri}, "limit": 12}
             )
             _same_hits(page, by_image)
+
+            # a collection without thumbnails shows the pictures its payloads link
+            page.select_option("#collection", "linked")
+            page.fill("#query-text", "a photo of a seven.")
+            page.click("#search-button")
+            expect(page.locator("#results .hit")).to_have_count(3)
+            for i in range(3):
+                src = page.locator("#results .hit img").nth(i).get_attribute("src") or ""
+                assert src.startswith("data:image/png;base64,")
+            page.select_option("#collection", "digits")
 
             # zero-shot: typed labels, then the stored label set; ranked bars as the API ranks
             page.click(".tab[data-panel=zero-shot-panel]")

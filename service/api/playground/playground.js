@@ -204,7 +204,7 @@ async function thumbnail(c, hit, box) {
     } catch (_) { /* a text point has none */ }
   }
   const url = hit.payload && hit.payload.image_url;
-  if (!src && typeof url === "string" && /^(https?:\/\/|\/)/.test(url)) src = url;
+  if (!src && typeof url === "string" && /^(https?:\/\/|\/|data:image\/)/.test(url)) src = url;
   if (!src) return;
   const img = el("img");
   img.alt = `point ${hit.id}`;
