@@ -28,6 +28,7 @@ serve: $(STAMP)  ## serve the bundled default model on :8000 with the embedded s
 test: install  ## install everything the tests need, then run them all
 	bash .ci/install-deploy-tools.sh
 	bash .ci/install-triton.sh
+	bash .ci/install-image-tools.sh
 	bash .ci/install-browser.sh
 	$(BIN)/python -m pytest
 

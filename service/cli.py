@@ -135,6 +135,8 @@ def cmd_export(args: argparse.Namespace) -> None:
             triton=triton,
             simplified=args.simplify,
             uint8_variant=args.uint8_variant,
+            tokenizer_dir=Path(args.tokenizer) if args.tokenizer else None,
+            text_attention_mask=args.text_attention_mask,
         )
     except ExportError as exc:
         raise CliError(str(exc)) from exc
@@ -376,6 +378,19 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also write the image tower that takes uint8 pixels and normalises in the graph",
+    )
+    export.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="local folder with the Hugging Face tokenizer an open_clip config names "
+        "(hf_tokenizer_name), standing in for the hub",
+    )
+    export.add_argument(
+        "--text-attention-mask",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="give the text tower an attention_mask input and match the call that passes it "
+        "(default: the call the family was trained with: none for CLIP and SigLIP)",
     )
     triton = export.add_argument_group("Triton config.pbtxt (how Triton serves the towers)")
     triton.add_argument("--triton-max-batch-size", type=int, default=256)

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         10.0, gt=0, description="images slower than this to decode are refused (422)"
     )
     max_text_chars: int = Field(10_000, ge=1, description="characters per text")
+    exif_transpose: bool = Field(
+        True,
+        description="turn photos upright by their EXIF orientation tag, as every image viewer "
+        "does (open_clip and transformers do not: false reproduces them exactly)",
+    )
     decode_threads: int = Field(0, ge=0, description="image decode threads (0: CPU count)")
     decode_processes: int = Field(
         0,

@@ -103,25 +103,22 @@ def _draft(img: Image.Image, spec: ImagePreprocess) -> None:
         img.draft("RGB", request)
 
 
-def to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    """Convert any mode to 8-bit RGB; transparency is composited, high bit depths are scaled."""
+def to_rgb(img: Image.Image, spec: ImagePreprocess) -> Image.Image:
+    """Convert any mode to 8-bit RGB; transparency by the manifest's alpha rule, high bit depths
+    scaled (where both source frameworks clip to white: a deliberate deviation)."""
     mode = img.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in img.info:
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         arr8 = np.clip(np.rint(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
         return Image.fromarray(arr8, "L").convert("RGB")
-    if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif mode in ("LA", "PA", "La", "RGBa"):
-        img = img.convert("RGBA")
-    if img.mode == "RGBA":
-        base = Image.new("RGB", img.size, background)
-        base.paste(img, mask=img.getchannel("A"))
-        return base
-    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    if spec.alpha == "composite" and ("A" in img.getbands() or "transparency" in img.info):
+        # transformers' convert_to_rgb: alpha-composite onto the background
+        base = Image.new("RGBA", img.size, (*spec.background, 255))
+        return Image.alpha_composite(base, img.convert("RGBA")).convert("RGB")
+    return img.convert("RGB")  # "drop": the colour under transparent pixels stays
 
 
 def _resize_crop(img: Image.Image, spec: ImagePreprocess) -> Image.Image:
@@ -143,7 +140,9 @@ def _resize_crop(img: Image.Image, spec: ImagePreprocess) -> Image.Image:
         return img
     width, height = img.size
     if width < size or height < size:  # crop larger than image: pad like torchvision does
-        canvas = Image.new("RGB", (max(width, size), max(height, size)), (0, 0, 0))
+        canvas = Image.new(img.mode, (max(width, size), max(height, size)))
+        if img.mode == "P":
+            canvas.putpalette(img.getpalette() or [])
         canvas.paste(img, ((canvas.width - width) // 2, (canvas.height - height) // 2))
         img = canvas
         width, height = img.size
@@ -154,17 +153,21 @@ def _resize_crop(img: Image.Image, spec: ImagePreprocess) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def prepare(img: Image.Image, spec: ImagePreprocess) -> np.ndarray:
-    """Decode, orient, convert and resize/crop: uint8 array of shape (size, size, 3)."""
+def prepare(img: Image.Image, spec: ImagePreprocess, exif_transpose: bool = True) -> np.ndarray:
+    """Decode, orient (EXIF, unless told not to), convert and resize/crop, in the order the
+    manifest's `to_rgb` says: uint8 array of shape (size, size, 3)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.seek(0)  # first frame of animations
             _draft(img, spec)
             img.load()
-            img = ImageOps.exif_transpose(img) or img
-            rgb = to_rgb(img, (spec.background[0], spec.background[1], spec.background[2]))
-            out = _resize_crop(rgb, spec)
+            if exif_transpose:
+                img = ImageOps.exif_transpose(img) or img
+            if spec.to_rgb == "last":
+                out = to_rgb(_resize_crop(img, spec), spec)
+            else:
+                out = _resize_crop(to_rgb(img, spec), spec)
     except ImageError:
         raise
     except Exception as exc:  # truncated data, corrupt streams, libjpeg/zlib errors
@@ -189,10 +192,17 @@ class ImagePreprocessor:
     """The whole pipeline for one encoded image: bytes -> the pixels the serving tower takes,
     float32 (3, size, size), or uint8 (size, size, 3) for a tower that normalises in its graph."""
 
-    def __init__(self, spec: ImagePreprocess, limits: ImageLimits, raw: bool = False) -> None:
+    def __init__(
+        self,
+        spec: ImagePreprocess,
+        limits: ImageLimits,
+        raw: bool = False,
+        exif_transpose: bool = True,
+    ) -> None:
         self.spec = spec
         self.limits = limits
         self.raw = raw
+        self.exif_transpose = exif_transpose
         self.normalize = Normalizer(spec)
 
     @property
@@ -200,7 +210,7 @@ class ImagePreprocessor:
         return "uint8" if self.raw else "float32"
 
     def uint8(self, data: bytes) -> np.ndarray:
-        return prepare(open_image(data, self.limits), self.spec)
+        return prepare(open_image(data, self.limits), self.spec, self.exif_transpose)
 
     def __call__(self, data: bytes) -> np.ndarray:
         pixels = self.uint8(data)

@@ -66,6 +66,14 @@ class ImagePreprocess(_Strict):
     std: list[float] = Field(min_length=3, max_length=3)
     # colour the alpha channel is composited onto
     background: list[int] = Field(default=[255, 255, 255], min_length=3, max_length=3)
+    # transparency: "composite" onto `background` (transformers' convert_to_rgb, the default for
+    # manifests written before this field), or "drop" the alpha channel and keep the colour under
+    # it (open_clip: PIL's convert("RGB"))
+    alpha: Literal["composite", "drop"] = "composite"
+    # where the conversion to RGB happens: "decode" (transformers: convert, then resize) or
+    # "last" (open_clip: resize and crop in the file's own mode, then convert; PIL resizes palette
+    # and 1-bit images with NEAREST and RGBA / LA with premultiplied alpha)
+    to_rgb: Literal["decode", "last"] = "decode"
 
 
 class TextPreprocess(_Strict):
@@ -75,10 +83,19 @@ class TextPreprocess(_Strict):
     pad_id: int = 0
     eot_id: int | None = Field(default=None, description="kept as the last token on truncation")
     lowercase: bool = True
-    # "clip": ftfy-style fixes, HTML unescape and whitespace collapse as open_clip does
-    clean: Literal["clip", "whitespace", "none"] = "whitespace"
+    # "clip": ftfy-style fixes, HTML unescape and whitespace collapse as open_clip does;
+    # "canonicalize": open_clip's SigLIP cleaning (the same, then punctuation and "_" removed,
+    # lower-cased); "siglip": transformers' SiglipTokenizer.canonicalize_text (punctuation
+    # removed, whitespace collapsed; "▁" is a space)
+    clean: Literal["clip", "whitespace", "none", "canonicalize", "siglip"] = "whitespace"
     # Always pad to context_length (OpenCLIP's text tower wants exactly that many tokens).
     pad_to_context: bool = True
+    # the source tokenizer's padding side (Gemma-style tokenizers pad on the left)
+    padding_side: Literal["right", "left"] = "right"
+    # True when the text tower takes an `attention_mask` input: the call that reproduces the
+    # family as trained uses it. CLIP and SigLIP were trained without one (big_vision's text
+    # encoder has no mask; transformers' conversion scripts verify logits on input_ids alone)
+    attention_mask: bool = False
 
 
 class Scores(_Strict):
@@ -159,6 +176,13 @@ def load_manifest(model_dir: Path) -> Manifest:
     if "text" in manifest.towers:
         if manifest.text is None:
             raise ModelFolderError(path, "a text tower needs a 'text' preprocessing section")
+        names = [i.name for i in manifest.towers["text"].inputs]
+        if manifest.text.attention_mask != ("attention_mask" in names):
+            raise ModelFolderError(
+                path,
+                f"text.attention_mask is {manifest.text.attention_mask}, text tower inputs "
+                f"are {names}",
+            )
         tok = model_dir / manifest.text.tokenizer
         if not tok.is_file():
             raise ModelFolderError(tok, "missing tokenizer file")

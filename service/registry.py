@@ -87,7 +87,9 @@ def discover(models_dir: Path, names: list[str]) -> list[Path]:
     return found
 
 
-def load_model(path: Path, make_runner: RunnerFactory, limits: ImageLimits) -> LoadedModel:
+def load_model(
+    path: Path, make_runner: RunnerFactory, limits: ImageLimits, exif_transpose: bool = True
+) -> LoadedModel:
     manifest = load_manifest(path)
     runners = {tower: make_runner(path, manifest, tower) for tower in manifest.towers}
     tokenizer = None
@@ -99,7 +101,7 @@ def load_model(path: Path, make_runner: RunnerFactory, limits: ImageLimits) -> L
     images = None
     if manifest.image is not None and "image" in runners:
         raw = runners["image"].spec.inputs[0].dtype == "uint8"  # the tower normalises
-        images = ImagePreprocessor(manifest.image, limits, raw)
+        images = ImagePreprocessor(manifest.image, limits, raw, exif_transpose)
     return LoadedModel(path.name, path, manifest, runners, tokenizer, images)
 
 
@@ -110,10 +112,11 @@ def load_registry(
     make_runner: RunnerFactory,
     limits: ImageLimits,
     warm_up: bool = True,
+    exif_transpose: bool = True,
 ) -> Registry:
     registry = Registry()
     for path in discover(models_dir, names):
-        model = load_model(path, make_runner, limits)
+        model = load_model(path, make_runner, limits, exif_transpose)
         if warm_up:
             model.warm_up()
         registry.models[model.name] = model

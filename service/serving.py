@@ -98,6 +98,7 @@ def build_app(settings: Settings) -> FastAPI:
             runner_factory(settings),
             ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_decode_s),
             warm_up=settings.warmup,
+            exif_transpose=settings.exif_transpose,
         )
         return create_app(settings, registry)
     except (ModelFolderError, ProviderUnavailable, RunnerError, OSError) as exc:

@@ -16,23 +16,25 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from service.imaging import ImageError, ImageLimits, open_image, to_rgb
+from service.imaging import ImageError, ImagePreprocessor, open_image, to_rgb
 
 THUMBNAIL_KEY = "clipserve:thumbnail"
 MIN_SIDE, MAX_SIDE = 16, 256
 QUALITY = 80
 
 
-def make_thumbnail(data: bytes, side: int, limits: ImageLimits) -> str:
-    """The image shrunk to fit in side x side (never enlarged), as a base64 JPEG. Called only on
-    images the embedder has already decoded within `limits`, so it cannot meet a bomb."""
-    img = open_image(data, limits)
+def make_thumbnail(data: bytes, side: int, pre: ImagePreprocessor) -> str:
+    """The image shrunk to fit in side x side (never enlarged), as a base64 JPEG, upright and
+    with transparency on white whatever the model's own rules. Called only on images the
+    embedder has already decoded within the same limits, so it cannot meet a bomb."""
+    img = open_image(data, pre.limits)
+    on_white = pre.spec.model_copy(update={"alpha": "composite", "background": [255, 255, 255]})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.seek(0)
             img.draft("RGB", (side, side))  # JPEG: libjpeg decodes at 1/2..1/8 scale
-            rgb = to_rgb(ImageOps.exif_transpose(img) or img, (255, 255, 255))
+            rgb = to_rgb(ImageOps.exif_transpose(img) or img, on_white)
             rgb.thumbnail((side, side), Image.Resampling.LANCZOS)
     except Exception as exc:  # as in imaging.prepare: corrupt streams are the client's images
         raise ImageError("invalid_image", f"cannot decode image: {exc}") from exc

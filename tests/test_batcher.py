@@ -130,3 +130,37 @@ def test_cancelled_request_frees_its_slots_and_never_runs(model: LoadedModel) ->
     policy = BatchPolicy(max_batch_size=8, max_wait_s=0, max_queue_items=5)
     assert asyncio.run(_with_batcher(runner, policy, body)) == 0
     assert sum(runner.sizes) == 3  # the cancelled four never reached the model
+
+
+def test_queue_depth_gauge_follows_the_queue(model: LoadedModel) -> None:
+    """clipserve_queue_depth, the HPA's load signal for GPU pods (deploy/README), is the number of
+    items waiting: up while the model is busy, back to 0 once they ran."""
+    from prometheus_client import REGISTRY
+
+    items = text_items(model, TEXTS)
+    runner = CountingRunner(model.runners["text"])
+    runner.gate.clear()
+    labels = {"model": "queue-depth-gauge", "tower": "text"}
+
+    def gauge() -> float | None:
+        return REGISTRY.get_sample_value("clipserve_queue_depth", labels)
+
+    async def body(batcher: TowerBatcher) -> list[float | None]:
+        busy = asyncio.create_task(batcher.submit(items[:1]))
+        await asyncio.sleep(0.05)  # the worker took it and is blocked in the runner
+        waiting = asyncio.create_task(batcher.submit(items[1:7]))
+        await asyncio.sleep(0.01)
+        seen = [gauge()]
+        runner.gate.set()
+        await asyncio.gather(busy, waiting)
+        return [*seen, gauge()]
+
+    async def run() -> list[float | None]:
+        batcher = TowerBatcher(labels["model"], "text", runner, BatchPolicy(max_batch_size=8))  # type: ignore[arg-type]
+        batcher.start()
+        try:
+            return await body(batcher)
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(run()) == [6, 0]

@@ -1,4 +1,8 @@
-"""Hugging Face `CLIPModel` (and SigLIP) checkpoints, from a local folder or a hub id."""
+"""Hugging Face `CLIPModel` and `SiglipModel` checkpoints, from a local folder or a hub id.
+
+SigLIP folders as they ship hold `spiece.model` and no tokenizer.json; their tokenizer.json is
+built here (`spm_tokenizer`) with SiglipTokenizer's canonicalisation as the manifest's cleaning.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,36 @@ from PIL import Image
 
 from service.export.errors import ExportError
 from service.export.hub import hub_reachable
-from service.export.source import SourceModel
+from service.export.source import KnownDeviation, SourceModel
+from service.export.spm_tokenizer import sentencepiece_tokenizer
 from service.manifest import ImagePreprocess, Scores, TextPreprocess
 
 _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+# Whether the text call that reproduces a family as trained passes the attention mask. Neither
+# does: big_vision's SigLIP text encoder has no mask (it pools the last token, padding included)
+# and transformers' SigLIP / SigLIP 2 conversion scripts save tokenizers that return no mask,
+# verifying logits on input_ids alone; CLIP is causal and pools at the end-of-text token, so
+# right padding never reaches it. transformers 5 returns a mask anyway: passing it changes SigLIP.
+TRAINED_WITH_MASK = {"clip": False, "siglip": False}
+# where a tokenizer.json built from spiece.model and SiglipTokenizer differ, on purpose or not
+_SPM_DEVIATIONS = (
+    KnownDeviation(
+        "special_token_text",
+        "SiglipTokenizer turns the text '</s>' inside a sentence into the end-of-sequence id; "
+        "ours tokenises it as text, as big_vision's SentencePiece did in training",
+        ("a photo of </s> a cat",),
+    ),
+    KnownDeviation(
+        "grapheme_normalisation",
+        "the tokenizers library's SentencePiece normaliser (in every fast SigLIP tokenizer, "
+        "open_clip's included) works on whole graphemes and differs from SentencePiece on some "
+        "that attach combining marks, joiners or emoji modifiers to a character it rewrites or "
+        "to an accented letter: a ligature's accent is dropped (U+FB01 U+0301), an accented "
+        "letter before a joiner is decomposed. Plain accented and decomposed (NFD) text and "
+        "emoji sequences are unaffected",
+        ("the \ufb01\u0301ne print",),
+    ),
+)
 
 
 class _ImageTower(torch.nn.Module):
@@ -35,8 +65,10 @@ class _TextTower(torch.nn.Module):
         self.text = model.text_model
         self.projection = getattr(model, "text_projection", None)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        pooled = self.text(input_ids=input_ids).pooler_output
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        pooled = self.text(input_ids=input_ids, attention_mask=attention_mask).pooler_output
         return self.projection(pooled) if self.projection is not None else pooled
 
 
@@ -60,7 +92,7 @@ def _load(ref: str) -> tuple[Any, Any, Any]:
     if folder.is_dir():
         try:
             model, ip, tok = _from_pretrained(str(folder), local_only=True)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, ImportError) as exc:
             raise ExportError(f"cannot load Hugging Face model folder {ref!r}: {exc}") from exc
     elif _looks_like_path(ref):
         raise ExportError(f"no such model folder: {ref!r}")
@@ -76,11 +108,53 @@ def _load(ref: str) -> tuple[Any, Any, Any]:
                 ) from None
             try:
                 model, ip, tok = _from_pretrained(ref, local_only=False)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, ImportError) as exc:
                 raise ExportError(f"cannot load Hugging Face model {ref!r}: {exc}") from exc
-    if not tok.is_fast:
-        raise ExportError(f"{ref}: a fast tokenizer (tokenizer.json) is needed")
     return model.eval(), ip, tok
+
+
+def tokenizer_rules(
+    tok: Any, ref: str, context_length: int
+) -> tuple[str, TextPreprocess, tuple[KnownDeviation, ...]]:
+    """tokenizer.json, the manifest's text rules and the known deviations, from a transformers
+    tokenizer: a fast one as it is (its normaliser and post-processor live in its JSON), a slow
+    SentencePiece SiglipTokenizer converted from its spiece.model."""
+    if tok.truncation_side != "right":
+        raise ExportError(f"{ref}: the tokenizer truncates on the {tok.truncation_side}")
+    eot = tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eot
+    common = {
+        "context_length": context_length,
+        "pad_id": int(pad),
+        "eot_id": int(eot) if eot is not None else None,
+        "pad_to_context": True,
+        "padding_side": tok.padding_side,
+    }
+    if tok.is_fast:
+        tokenizer_json = tok.backend_tokenizer.to_str()
+        kind = str(json.loads(tokenizer_json)["model"]["type"]).lower()
+        # tokenizer.json carries its own normalizer (lowercase, whitespace): add nothing
+        text = TextPreprocess(
+            kind="sentencepiece" if kind == "unigram" else kind,  # type: ignore[arg-type]
+            lowercase=False,
+            clean="none",
+            **common,
+        )
+        return tokenizer_json, text, ()
+    vocab_file = getattr(tok, "vocab_file", None)
+    if type(tok).__name__ != "SiglipTokenizer" or not vocab_file:
+        raise ExportError(
+            f"{ref}: {type(tok).__name__} has no tokenizer.json and no converter here "
+            "(SiglipTokenizer's spiece.model is converted)"
+        )
+    built = sentencepiece_tokenizer(Path(vocab_file), str(tok.eos_token))
+    text = TextPreprocess(
+        kind="sentencepiece",
+        lowercase=bool(getattr(tok, "do_lower_case", True)),
+        clean="siglip",
+        **common,
+    )
+    return built.to_str(), text, _SPM_DEVIATIONS
 
 
 def _get(value: object, key: str) -> object:
@@ -103,7 +177,9 @@ def _embedding_dim(model: Any) -> int:
     return int(projection) if projection else int(model.config.text_config.hidden_size)
 
 
-def load_hf(ref: str) -> SourceModel:
+def load_hf(ref: str, attention_mask: bool | None = None) -> SourceModel:
+    """`attention_mask`: export the text tower with a mask input and compare against the call
+    that passes it (None: the call the family was trained with, `TRAINED_WITH_MASK`)."""
     model, ip, tok = _load(ref)
     if model.config.model_type == "siglip2":
         raise ExportError(
@@ -124,34 +200,37 @@ def load_hf(ref: str) -> SourceModel:
         crop_offset="floor",  # Hugging Face image processors floor the crop offset
         mean=[float(v) for v in ip.image_mean],
         std=[float(v) for v in ip.image_std],
+        alpha="composite",  # convert_to_rgb: alpha-composited onto white, before resizing
+        to_rgb="decode",
     )
-    text_cfg = model.config.text_config
-    ctx = int(text_cfg.max_position_embeddings)
-    eot = tok.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eot
-    tokenizer_json = tok.backend_tokenizer.to_str()
-    kind = str(json.loads(tokenizer_json)["model"]["type"]).lower()
-    # tokenizer.json carries Hugging Face's own normalizer (lowercase, whitespace): add nothing
-    text = TextPreprocess(
-        kind="sentencepiece" if kind == "unigram" else kind,  # type: ignore[arg-type]
-        context_length=ctx,
-        pad_id=int(pad),
-        eot_id=int(eot) if eot is not None else None,
-        lowercase=False,
-        clean="none",
-        pad_to_context=True,
-    )
+    ctx = int(model.config.text_config.max_position_embeddings)
+    tokenizer_json, text, deviations = tokenizer_rules(tok, ref, ctx)
+    mask = TRAINED_WITH_MASK[family] if attention_mask is None else attention_mask
+    text.attention_mask = mask
 
     def reference_pixels(images: list[Image.Image]) -> np.ndarray:
         out = ip(images=images, return_tensors="np")["pixel_values"]
         return np.asarray(out, dtype=np.float32)
 
-    def reference_tokens(texts: list[str]) -> np.ndarray:
-        enc = tok(texts, padding="max_length", truncation=True, max_length=ctx, return_tensors="np")
-        return np.asarray(enc["input_ids"], dtype=np.int64)
+    def reference_tokens(texts: list[str]) -> dict[str, np.ndarray]:
+        enc = tok(
+            texts,
+            padding="max_length",
+            truncation=True,
+            max_length=ctx,
+            return_attention_mask=True,
+            return_tensors="np",
+        )
+        return {k: np.asarray(enc[k], dtype=np.int64) for k in ("input_ids", "attention_mask")}
 
     def features(out: Any) -> torch.Tensor:
         return out if isinstance(out, torch.Tensor) else out.pooler_output  # transformers 4 / 5
+
+    def reference_text(feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        kwargs = {"input_ids": feeds["input_ids"]}
+        if mask:
+            kwargs["attention_mask"] = feeds["attention_mask"]
+        return features(model.get_text_features(**kwargs))
 
     return SourceModel(
         name=Path(ref).name,
@@ -169,6 +248,10 @@ def load_hf(ref: str) -> SourceModel:
         reference_pixels=reference_pixels,
         reference_tokens=reference_tokens,
         reference_image=lambda x: features(model.get_image_features(pixel_values=x)),
-        reference_text=lambda ids: features(model.get_text_features(input_ids=ids)),
+        reference_text=reference_text,
+        text_call="get_text_features(input_ids, attention_mask)"
+        if mask
+        else "get_text_features(input_ids)",
+        text_deviations=deviations,
         source={"kind": "hf", "ref": ref, "model_type": model.config.model_type},
     )

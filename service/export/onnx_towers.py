@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -14,74 +16,133 @@ from service.export.errors import ExportError
 OPSET = 17
 
 
-def export_tower(
-    tower: torch.nn.Module, example: torch.Tensor, input_name: str, output_name: str, path: Path
-) -> None:
+@dataclass
+class TowerGraph:
+    """One tower on its way to ONNX: the torch module, example inputs (batch >= 2, as the
+    exporter freezes a batch axis of 1) and the graph file every export step rewrites."""
+
+    tower: torch.nn.Module
+    examples: tuple[torch.Tensor, ...]
+    input_names: list[str]
+    output_name: str
+    path: Path
+
+
+def export_tower(graph: TowerGraph) -> None:
     """TorchScript-based export with `dynamic_axes`: it keeps the batch axis dynamic for every
     architecture we export (the dynamo exporter freezes it in some attention implementations)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    graph.path.parent.mkdir(parents=True, exist_ok=True)
     fastpath = torch.backends.mha.get_fastpath_enabled()
     # nn.MultiheadAttention's fused inference path has no ONNX export; the plain path has
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        _export(tower, example, input_name, output_name, path)
+        _export(graph)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    _check_batches(tower, example, path, input_name)
+    check_batches(graph)
 
 
-def _export(
-    tower: torch.nn.Module, example: torch.Tensor, input_name: str, output_name: str, path: Path
-) -> None:
+def _export(graph: TowerGraph) -> None:
+    axes = {name: {0: "batch"} for name in [*graph.input_names, graph.output_name]}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            tower,
-            (example,),
-            str(path),
-            input_names=[input_name],
-            output_names=[output_name],
-            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            graph.tower,
+            graph.examples,
+            str(graph.path),
+            input_names=graph.input_names,
+            output_names=[graph.output_name],
+            dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,
         )
 
 
-def _check_batches(tower: torch.nn.Module, example: torch.Tensor, path: Path, name: str) -> None:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def check_batches(graph: TowerGraph) -> None:
+    """The graph file computes what the torch tower computes, at several batch sizes."""
+    session = ort.InferenceSession(str(graph.path), providers=["CPUExecutionProvider"])
     for batch in (1, 3, 7):
-        reps = [batch] + [1] * (example.dim() - 1)
-        x = example[:1].repeat(*reps)
-        out = session.run(None, {name: x.numpy()})[0]
+        xs = [x[:1].repeat(batch, *[1] * (x.dim() - 1)) for x in graph.examples]
+        out = session.run(None, {n: x.numpy() for n, x in zip(graph.input_names, xs, strict=True)})
         with torch.no_grad():
-            ref = tower(x).numpy()
-        if out.shape != ref.shape or not np.allclose(out, ref, atol=1e-3, rtol=1e-3):
-            raise ExportError(f"{path}: ONNX output differs from torch at batch {batch}")
+            ref = graph.tower(*xs).numpy()
+        if out[0].shape != ref.shape or not np.allclose(out[0], ref, atol=1e-3, rtol=1e-3):
+            raise ExportError(f"{graph.path}: ONNX output differs from torch at batch {batch}")
 
 
 # Ops kept in fp32 on top of onnxruntime's default list: normalisation and softmax reductions
 # overflow or lose too much precision in half floats.
 _FP32_OPS = ["LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Exp", "Erf"]
+_SCORE_OPS = ("Add", "Mul", "Div", "Where")  # a mask or a scale between the scores and softmax
+
+
+def _attention_scores(graph: Any) -> list[str]:
+    """Nodes computing attention scores (q @ k^T, its scale multiplications, mask additions):
+    kept in fp32 beside the softmax they feed. In half floats, onnxruntime's AttentionFusion
+    (EXTENDED level and up) reads their fp16 scale constants as float and the session fails to
+    load ("Tensor type mismatch. T != MLFloat16": MobileCLIP's FastViT attention, exported from
+    scaled_dot_product_attention with the scale split over q and k)."""
+    producer = {out: node for node in graph.node for out in node.output}
+    sizes = {init.name: int(np.prod(init.dims)) for init in graph.initializer}
+
+    def scalar(name: str) -> bool:
+        node = producer.get(name)
+        return sizes.get(name, 2) <= 1 or (node is not None and node.op_type == "Constant")
+
+    keep: list[str] = []
+    for softmax in (n for n in graph.node if n.op_type == "Softmax"):
+        node = producer.get(softmax.input[0])
+        while node is not None and node.op_type in _SCORE_OPS:
+            keep.append(node.name)
+            node = producer.get(node.input[0])
+        if node is None or node.op_type != "MatMul":
+            continue
+        keep.append(node.name)
+        for name in node.input:
+            scale = producer.get(name)
+            while (
+                scale is not None
+                and scale.op_type in ("Mul", "Div")
+                and any(scalar(i) for i in scale.input)
+            ):
+                keep.append(scale.name)
+                scale = producer.get(scale.input[0])
+    return keep
 
 
 def convert_fp16(path: Path) -> None:
-    """Half-precision weights and compute, float32 inputs and outputs (callers see no change)."""
+    """Half-precision weights and compute, float32 inputs and outputs (callers see no change).
+    The result must load where our runner checks fp16 on a CPU: the EXTENDED level (ALL is not
+    tried: its CPU layout transforms crash the process on some fp16 convolutions)."""
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
+    source = onnx.load(str(path))
     model = convert_float_to_float16(
-        onnx.load(str(path)),
+        source,
         keep_io_types=True,
         op_block_list=list(DEFAULT_OP_BLOCK_LIST) + _FP32_OPS,
+        node_block_list=_attention_scores(source.graph),
     )
     onnx.save(model, str(path))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.log_severity_level = 4  # the failure is reported below, in one line
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0][-120:]
+        raise ExportError(
+            f"{path.parent.parent.name}: onnxruntime cannot load the fp16 graph ({reason}); "
+            "export without --fp16"
+        ) from None
 
 
-def simplify(path: Path, example: torch.Tensor, tower: torch.nn.Module, input_name: str) -> None:
+def simplify(graph: TowerGraph) -> None:
     """Constant folding and redundant-node removal with onnxslim, re-checked at several batch
     sizes against torch (a simplified graph must still be the same function)."""
     import onnx
     import onnxslim
 
-    onnx.save(onnxslim.slim(onnx.load(str(path))), str(path))
-    _check_batches(tower, example, path, input_name)
+    onnx.save(onnxslim.slim(onnx.load(str(graph.path))), str(graph.path))
+    check_batches(graph)

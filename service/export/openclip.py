@@ -1,7 +1,10 @@
 """open_clip checkpoints: any model config + pretrained tag, or a local checkpoint file.
 
-Covers OpenAI CLIP, LAION / DataComp / MetaCLIP weights and the timm-tower families
-(MobileCLIP, ViTamin, SigLIP through open_clip) as far as their tokenizer is open_clip's BPE.
+Covers OpenAI CLIP, LAION / DataComp / MetaCLIP weights and the timm-tower families (MobileCLIP,
+ViTamin, ...) with open_clip's BPE tokenizer, and the configs that name a Hugging Face tokenizer
+(`hf_tokenizer_name`: SigLIP and SigLIP 2 through open_clip), offline from a local folder.
+Preprocessing follows open_clip's transform: resize and crop in the file's own mode, then
+convert("RGB"), which drops alpha.
 """
 
 from __future__ import annotations
@@ -16,9 +19,17 @@ from PIL import Image
 
 from service.export.clip_bpe import clip_bpe_tokenizer
 from service.export.errors import ExportError
+from service.export.hf import tokenizer_rules
 from service.export.hub import cache_only, hub_reachable
 from service.export.source import SourceModel
 from service.manifest import ImagePreprocess, Scores, TextPreprocess
+
+# open_clip's `clean` tokenizer argument -> our cleaning mode and lower-casing
+_CLEAN = {
+    "lower": ("clip", True),
+    "whitespace": ("clip", False),
+    "canonicalize": ("canonicalize", True),
+}
 
 
 class _Encode(torch.nn.Module):
@@ -58,14 +69,100 @@ def _create(name: str, pretrained: str | None) -> tuple[Any, Any]:
     return model.eval(), preprocess
 
 
-def load_open_clip(ref: str) -> SourceModel:
+def _clean(name: str, kwargs: dict[str, Any], default: str) -> tuple[str, bool]:
+    clean = str(kwargs.get("clean", default))
+    if clean not in _CLEAN:
+        raise ExportError(f"{name}: open_clip tokenizer clean={clean!r} is not supported")
+    return _CLEAN[clean]
+
+
+def _bpe_tokenizer(
+    name: str, text_cfg: dict[str, Any], ctx: int
+) -> tuple[Any, str, TextPreprocess]:
+    """open_clip's own SimpleTokenizer (BPE), with the config's `tokenizer_kwargs` honoured."""
+    import open_clip
+
+    kwargs = dict(text_cfg.get("tokenizer_kwargs") or {})
+    if set(kwargs) - {"clean"}:
+        raise ExportError(f"{name}: tokenizer_kwargs {sorted(set(kwargs) - {'clean'})} unsupported")
+    try:
+        simple = open_clip.get_tokenizer(name, context_length=ctx)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ExportError(f"{name}: open_clip cannot build its tokenizer: {exc}") from None
+    if not hasattr(simple, "bpe_ranks"):
+        raise ExportError(f"{name}: open_clip's {type(simple).__name__} cannot be exported")
+    clean, lowercase = _clean(name, kwargs, "lower")
+    text = TextPreprocess(
+        kind="bpe",
+        context_length=ctx,
+        pad_id=0,
+        eot_id=int(simple.eot_token_id),
+        lowercase=lowercase,
+        clean=clean,  # type: ignore[arg-type]
+        pad_to_context=True,
+    )
+    return simple, clip_bpe_tokenizer(simple).to_str(), text
+
+
+def _hf_tokenizer(
+    name: str, hf_name: str, text_cfg: dict[str, Any], ctx: int, folder: Path | None
+) -> tuple[Any, str, TextPreprocess]:
+    """open_clip's HFTokenizer on the Hugging Face tokenizer the config names, or on a local
+    folder standing in for the hub (`folder`), with the config's `tokenizer_kwargs`."""
+    from open_clip.tokenizer import HFTokenizer
+
+    kwargs = dict(text_cfg.get("tokenizer_kwargs") or {})
+    if text_cfg.get("tokenizer_mode") or kwargs.get("tokenizer_mode"):
+        raise ExportError(f"{name}: open_clip tokenizer_mode is not supported")
+    if kwargs.get("strip_sep_token"):
+        raise ExportError(f"{name}: open_clip strip_sep_token is not supported")
+    source = str(folder) if folder is not None else hf_name
+
+    def make(**extra: Any) -> Any:
+        return HFTokenizer(source, context_length=ctx, **kwargs, **extra)
+
+    try:
+        try:
+            wrapper = make(local_files_only=True)
+        except OSError:
+            if folder is not None:
+                raise
+            if not hub_reachable():
+                raise ExportError(
+                    f"{name} uses the Hugging Face tokenizer {hf_name!r}, which is not in the "
+                    "local cache and the hub cannot be reached (offline): download it where "
+                    f"there is network (`hf download {hf_name} --local-dir DIR`) and export "
+                    "with --tokenizer DIR"
+                ) from None
+            wrapper = make()
+    except (OSError, ValueError, ImportError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"{name}: cannot load tokenizer {source!r}: {reason}") from None
+    if not wrapper.tokenizer.is_fast:
+        raise ExportError(f"{name}: tokenizer {source!r} has no tokenizer.json (a fast one)")
+    tokenizer_json, text, _ = tokenizer_rules(wrapper.tokenizer, name, ctx)
+    text.clean, text.lowercase = _clean(name, kwargs, "whitespace")  # type: ignore[assignment]
+    return wrapper, tokenizer_json, text
+
+
+def load_open_clip(ref: str, tokenizer_dir: Path | None = None) -> SourceModel:
+    """`tokenizer_dir`: a local folder with the Hugging Face tokenizer the config names."""
     import open_clip
 
     name, _, pretrained = ref.partition(":")
+    if name not in open_clip.list_models():
+        raise ExportError(f"open_clip has no model config {name!r}")
+    # the tokenizer first: a missing one fails in a second, before the weights load
+    text_cfg = dict((open_clip.get_model_config(name) or {}).get("text_cfg") or {})
+    ctx = int(text_cfg.get("context_length", 77))
+    hf_name = text_cfg.get("hf_tokenizer_name")
+    if hf_name:
+        tokenize, tokenizer_json, text = _hf_tokenizer(name, hf_name, text_cfg, ctx, tokenizer_dir)
+    elif tokenizer_dir is not None:
+        raise ExportError(f"{name} uses open_clip's own tokenizer: --tokenizer does not apply")
+    else:
+        tokenize, tokenizer_json, text = _bpe_tokenizer(name, text_cfg, ctx)
     model, preprocess = _create(name, pretrained or None)
-    simple = open_clip.get_tokenizer(name)
-    if not hasattr(simple, "bpe_ranks"):
-        raise ExportError(f"{name}: only open_clip's BPE tokenizer can be exported for now")
     cfg = model.visual.preprocess_cfg
     size = cfg["size"] if isinstance(cfg["size"], int) else int(cfg["size"][0])
     mode = cfg.get("resize_mode", "shortest")
@@ -80,24 +177,16 @@ def load_open_clip(ref: str) -> SourceModel:
         crop_offset="round",  # torchvision's CenterCrop rounds the offset
         mean=[float(v) for v in cfg["mean"]],
         std=[float(v) for v in cfg["std"]],
-    )
-    ctx = int(simple.context_length)
-    text = TextPreprocess(
-        kind="bpe",
-        context_length=ctx,
-        pad_id=0,
-        eot_id=int(simple.eot_token_id),
-        lowercase=True,
-        clean="clip",
-        pad_to_context=True,
+        alpha="drop",  # convert("RGB") after resize and crop: the colour under alpha stays
+        to_rgb="last",
     )
     bias = getattr(model, "logit_bias", None)
 
     def reference_pixels(images: list[Image.Image]) -> np.ndarray:
         return torch.stack([preprocess(img) for img in images]).numpy()
 
-    def reference_tokens(texts: list[str]) -> np.ndarray:
-        return np.asarray(simple(texts), dtype=np.int64)
+    def reference_tokens(texts: list[str]) -> dict[str, np.ndarray]:
+        return {"input_ids": np.asarray(tokenize(texts), dtype=np.int64)}
 
     return SourceModel(
         name=name,
@@ -109,7 +198,7 @@ def load_open_clip(ref: str) -> SourceModel:
         text_tower=_Encode(model, "encode_text").eval(),
         image=image,
         text=text,
-        tokenizer_json=clip_bpe_tokenizer(simple).to_str(),
+        tokenizer_json=tokenizer_json,
         scores=Scores(
             logit_scale=float(model.logit_scale.exp().item()),
             logit_bias=float(bias.item()) if bias is not None else None,
@@ -117,6 +206,12 @@ def load_open_clip(ref: str) -> SourceModel:
         reference_pixels=reference_pixels,
         reference_tokens=reference_tokens,
         reference_image=lambda x: model.encode_image(x),
-        reference_text=lambda ids: model.encode_text(ids),
-        source={"kind": "open_clip", "model": name, "pretrained": pretrained or None},
+        reference_text=lambda feeds: model.encode_text(feeds["input_ids"]),
+        text_call="encode_text(input_ids)",
+        source={
+            "kind": "open_clip",
+            "model": name,
+            "pretrained": pretrained or None,
+            **({"hf_tokenizer": hf_name} if hf_name else {}),
+        },
     )

@@ -8,29 +8,53 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
 from service.export.errors import ExportError
-from service.export.onnx_towers import OPSET, convert_fp16, export_tower, simplify
+from service.export.onnx_towers import OPSET, TowerGraph, convert_fp16, export_tower, simplify
 from service.export.parity import measure
 from service.export.pixel_input import write_uint8_variant
 from service.export.source import SourceModel, parse_source
 from service.export.triton_config import TritonOptions, write_config
 from service.manifest import Manifest, TensorSpec, TowerSpec
 
+# One rewrite of an exported tower graph, in place; each re-checks what it changes.
+GraphStep = Callable[[TowerGraph], None]
 
-def load_source(source: str) -> SourceModel:
+
+def load_source(
+    source: str, tokenizer_dir: Path | None = None, text_attention_mask: bool | None = None
+) -> SourceModel:
+    """`tokenizer_dir` stands in for the hub (open_clip configs naming a Hugging Face
+    tokenizer); `text_attention_mask` overrides the family's trained text call (Hugging Face)."""
     kind, ref = parse_source(source)
     if kind == "hf":
         from service.export.hf import load_hf
 
-        return load_hf(ref)
+        if tokenizer_dir is not None:
+            raise ExportError("--tokenizer is for open_clip configs naming a hub tokenizer")
+
+        return load_hf(ref, text_attention_mask)
+    if text_attention_mask:
+        raise ExportError("open_clip text towers take no attention mask")
     from service.export.openclip import load_open_clip
 
-    return load_open_clip(ref)
+    return load_open_clip(ref, tokenizer_dir)
+
+
+def graph_steps(fp16: bool, simplified: bool) -> list[tuple[str, GraphStep]]:
+    """What happens to each tower's graph after export, in order (new optimisation steps slot
+    in here; the manifest records the names)."""
+    steps: list[tuple[str, GraphStep]] = []
+    if simplified:
+        steps.append(("simplify", simplify))
+    if fp16:
+        steps.append(("fp16", lambda graph: convert_fp16(graph.path)))
+    return steps
 
 
 def _versions() -> dict[str, str]:
@@ -54,6 +78,10 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def text_inputs(src: SourceModel) -> list[str]:
+    return ["input_ids", "attention_mask"] if src.text.attention_mask else ["input_ids"]
+
+
 def build_manifest(src: SourceModel, name: str, precision: str) -> Manifest:
     size, ctx, dim = src.image.size, src.text.context_length, src.embedding_dim
     return Manifest(
@@ -71,7 +99,10 @@ def build_manifest(src: SourceModel, name: str, precision: str) -> Manifest:
             ),
             "text": TowerSpec(
                 path="text",
-                inputs=[TensorSpec(name="input_ids", dtype="int64", shape=[-1, ctx])],
+                inputs=[
+                    TensorSpec(name=name, dtype="int64", shape=[-1, ctx])
+                    for name in text_inputs(src)
+                ],
                 output=TensorSpec(name="text_embeds", dtype="float32", shape=[-1, dim]),
                 precision=precision,  # type: ignore[arg-type]
             ),
@@ -79,7 +110,7 @@ def build_manifest(src: SourceModel, name: str, precision: str) -> Manifest:
         image=src.image,
         text=src.text,
         scores=src.scores,
-        source=src.source,
+        source={**src.source, "text_call": src.text_call},
         export={
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "versions": _versions(),
@@ -102,17 +133,30 @@ def write_model(
     size = src.image.size
     image = manifest.towers["image"]
     text = manifest.towers["text"]
-    pixels = torch.randn(2, 3, size, size)
-    ids = torch.tensor(src.reference_tokens(["a photo", "two words here"]), dtype=torch.int64)
-    for spec, tower, example in ((image, src.image_tower, pixels), (text, src.text_tower, ids)):
-        name_in = spec.inputs[0].name
-        export_tower(tower, example, name_in, spec.output.name, spec.onnx_file(out))
-        if simplified:
-            simplify(spec.onnx_file(out), example, tower, name_in)
+    tokens = src.reference_tokens(["a photo", "two words here"])
+    graphs = [
+        TowerGraph(
+            src.image_tower,
+            (torch.randn(2, 3, size, size),),
+            [image.inputs[0].name],
+            image.output.name,
+            image.onnx_file(out),
+        ),
+        TowerGraph(
+            src.text_tower,
+            tuple(torch.from_numpy(tokens[n]) for n in text_inputs(src)),
+            text_inputs(src),
+            text.output.name,
+            text.onnx_file(out),
+        ),
+    ]
+    steps = graph_steps(fp16, simplified)
+    for graph in graphs:
+        export_tower(graph)
+        for _, step in steps:
+            step(graph)
     manifest.export["simplified"] = simplified
-    if fp16:
-        for spec in (image, text):
-            convert_fp16(spec.onnx_file(out))
+    manifest.export["graph_steps"] = [step_name for step_name, _ in steps]
     if uint8_variant:
         image.uint8_variant = write_uint8_variant(out, image, src.image)
     served = [image, text] + ([image.uint8_variant] if image.uint8_variant else [])
@@ -136,8 +180,10 @@ def export_model(
     card: dict[str, object] | None = None,
     simplified: bool = True,
     uint8_variant: bool = True,
+    tokenizer_dir: Path | None = None,
+    text_attention_mask: bool | None = None,
 ) -> Manifest:
-    src = load_source(source)
+    src = load_source(source, tokenizer_dir, text_attention_mask)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

@@ -27,7 +27,9 @@ VARIANTS: dict[str, tuple[list[Path], list[str]]] = {
 }
 
 
-def compose_config(compose: str, files: list[Path], profiles: list[str]) -> dict[str, Any]:
+def compose_config(
+    compose: str, files: list[Path], profiles: list[str], **env: str
+) -> dict[str, Any]:
     exe = tool(compose)
     cmd: list[str | Path] = [exe, "--project-name", "clipserve"]
     for f in files:
@@ -35,7 +37,7 @@ def compose_config(compose: str, files: list[Path], profiles: list[str]) -> dict
     for p in profiles:
         cmd += ["--profile", p]
     cmd.append("config")
-    result = run(cmd, cwd=DEPLOY, env=clean_env())
+    result = run(cmd, cwd=DEPLOY, env=clean_env(**env))
     assert result.returncode == 0, f"{compose} config failed:\n{result.stderr}{result.stdout}"
     config = yaml.safe_load(result.stdout)
     assert isinstance(config, dict) and config.get("services"), result.stdout
@@ -114,7 +116,7 @@ def test_default_stack_is_clipserve_and_qdrant(configs) -> None:
     assert Path(clipserve["build"]["context"]).resolve() == REPO
     assert not gpu_devices(clipserve)
     # Qdrant: its own image, storage on a named (persistent) volume, a health check.
-    assert qdrant["image"].startswith("qdrant/qdrant:v")
+    assert qdrant["image"].startswith("docker.io/qdrant/qdrant:v")
     assert volume_targets(qdrant)["/qdrant/storage"]["type"] == "volume"
     assert "/readyz" in healthcheck_code(qdrant)
     assert {"qdrant-storage", "clipserve-data"} <= set(config["volumes"])
@@ -170,6 +172,30 @@ def test_triton_profile(configs) -> None:
         != volume_targets(config["services"]["clipserve"])["/data"]["source"]
     )
     assert not gpu_devices(triton) and not gpu_devices(front)
+    # Triton serves one model folder; the front loads that model only (others would ask Triton
+    # for tower models named `image` and `text` that belong to another model).
+    assert env["CLIPSERVE_MODELS"] == Path(repository).name
+
+
+@pytest.mark.parametrize("compose", COMPOSES)
+def test_triton_model_choice_moves_triton_and_its_front_together(compose: str) -> None:
+    config = compose_config(compose, [BASE], ["triton"], TRITON_MODEL="other-clip")
+    triton, front = config["services"]["triton"], config["services"]["clipserve-triton"]
+    assert "--model-repository=/models/other-clip" in triton["command"]
+    assert env_of(front)["CLIPSERVE_MODELS"] == "other-clip"
+
+
+def test_pulled_images_are_fully_qualified(configs) -> None:
+    """Podman and CRI-O refuse short names (`qdrant/qdrant`) under their default configuration:
+    every image that is pulled rather than built names its registry."""
+    for variant, config in configs.items():
+        for name, service in config["services"].items():
+            if "build" in service:
+                continue
+            registry = service["image"].split("/", 1)[0]
+            assert "/" in service["image"] and ("." in registry or ":" in registry), (
+                f"{variant}: {name} image {service['image']!r} is not fully qualified"
+            )
 
 
 def test_gpu_override(configs) -> None:

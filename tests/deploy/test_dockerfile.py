@@ -94,14 +94,42 @@ def test_hadolint_is_live() -> None:
 
 def test_stages_and_default_target(dockerfile) -> None:
     args, stages, ordered = dockerfile
-    assert {"builder", "cpu", "cuda"} <= set(stages)
-    # `docker build .` builds the last stage: the slim CPU image.
-    assert ordered[-1].name == "cpu"
-    assert stages["cpu"].base.startswith("python:${PYTHON_VERSION}-slim")
+    assert {"builder", "cpu", "cuda-venv", "cuda"} <= set(stages)
+    names = [s.name for s in ordered]
+    # A builder that builds every stage up to --target (the legacy Docker builder) must reach
+    # `cpu` without touching the CUDA base: no stage before it is built on CUDA_IMAGE.
+    before_cpu = ordered[: names.index("cpu") + 1]
+    assert all(s.base != "${CUDA_IMAGE}" for s in before_cpu), names
+    # `docker build .` builds the last stage: the CPU image again.
+    assert ordered[-1].base == "cpu" and not ordered[-1].instructions
+    assert stages["builder"].base == stages["cpu"].base == "${BASE_IMAGE}"
     assert args["PYTHON_VERSION"] == "3.11"
-    cuda_base = args["CUDA_IMAGE"]
-    assert stages["cuda"].base == "${CUDA_IMAGE}"
-    assert re.fullmatch(r"nvidia/cuda:13\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+", cuda_base)
+    assert args["BASE_IMAGE"] == "docker.io/library/python:${PYTHON_VERSION}-slim"
+    assert stages["cuda-venv"].base == stages["cuda"].base == "${CUDA_IMAGE}"
+    assert re.fullmatch(
+        r"docker\.io/nvidia/cuda:13\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+", args["CUDA_IMAGE"]
+    )
+
+
+def test_no_frontend_directive() -> None:
+    """`# syntax=docker/dockerfile:1` makes BuildKit pull a frontend image before building, which
+    fails offline; nothing in this file needs a newer frontend than the built-in one."""
+    for line in DOCKERFILE.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        assert not re.match(r"#\s*syntax\s*=", line, re.I), line
+
+
+def test_base_images_are_fully_qualified(dockerfile) -> None:
+    """Podman, Buildah and CRI-O refuse short names (`python:3.11-slim`) by default."""
+    args, stages, _ = dockerfile
+    for stage in stages.values():
+        if stage.base in stages:  # another stage
+            continue
+        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], stage.base)
+        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
+        registry = image.split("/", 1)[0]
+        assert "/" in image and ("." in registry or ":" in registry), (stage.name, image)
 
 
 @pytest.mark.parametrize("name", RUNTIME_STAGES)
@@ -122,6 +150,14 @@ def test_runtime_image_contract(dockerfile, name: str) -> None:
     assert any(re.search(r"(^|\s)models/\s+/app/models/?$", c) for c in stage.all("COPY"))
     assert json.loads(stage.all("ENTRYPOINT")[0]) == ["clipserve"]
     assert json.loads(stage.all("CMD")[0]) == ["serve"]
+    # HOME on a path uid 10001 can write under a read-only root filesystem (Kubernetes mounts
+    # /tmp and /data): onnxruntime keeps its telemetry id there, CUDA its JIT cache.
+    assert env["HOME"] == "/tmp"
+
+
+def test_cuda_cache_on_the_data_volume(dockerfile) -> None:
+    _, stages, _ = dockerfile
+    assert stages["cuda"].env()["CUDA_CACHE_PATH"].startswith("/data/")
 
 
 @pytest.mark.parametrize("name", RUNTIME_STAGES)
@@ -156,6 +192,48 @@ def test_extras_cpu_and_gpu_never_together(dockerfile) -> None:
     assert "cpu" in cpu and "gpu" not in cpu
     assert "gpu" in gpu and "cpu" not in gpu
     assert "export" not in cpu + gpu
+
+
+# onnxruntime-gpu builds and what they link, read from each wheel (capi/build_and_package_info.py
+# and the NEEDED entries of its provider libraries): CUDA, cuDNN and TensorRT majors.
+ONNXRUNTIME_GPU_LINKS = {"1.31.1": {"cuda": "13", "cudnn": "9", "tensorrt": "10"}}
+
+
+def test_onnxruntime_gpu_pinned_to_the_cuda_pins(dockerfile) -> None:
+    args, stages, _ = dockerfile
+    venv = stages["cuda-venv"]
+    stage_args = dict(a.split("=", 1) for a in venv.all("ARG") if "=" in a)
+    version = stage_args["ONNXRUNTIME_GPU_VERSION"]
+    assert '"onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}"' in " ".join(venv.all("RUN"))
+    links = ONNXRUNTIME_GPU_LINKS.get(version)
+    assert links, f"onnxruntime-gpu {version}: check what it links and add it to the table"
+    cuda, cudnn = re.search(r"cuda:(\d+)\.\d+\.\d+-cudnn(\d*)", args["CUDA_IMAGE"]).groups()
+    assert cuda == links["cuda"]
+    assert cudnn in ("", links["cudnn"])  # nvidia/cuda's `-cudnn-` tags carry cuDNN 9 for CUDA 13
+    trt = dict(a.split("=", 1) for a in stages["cuda"].all("ARG") if "=" in a)["TENSORRT_VERSION"]
+    assert trt.split(".")[0] == links["tensorrt"] and trt.endswith(f"+cuda{cuda}.0")
+
+
+def test_pip_constraint_reaches_the_build(dockerfile) -> None:
+    """PIP_CONSTRAINT names a file in the build context: every stage that takes it copies
+    deploy/constraints/ before pip runs, and .dockerignore sends that folder."""
+    _, stages, _ = dockerfile
+    for stage in stages.values():
+        args = [a.split("=", 1)[0] for a in stage.all("ARG")]
+        if "PIP_CONSTRAINT" not in args:
+            continue
+        kinds = [kw for kw, _ in stage.instructions]
+        copy_at = [
+            i
+            for i, (kw, a) in enumerate(stage.instructions)
+            if kw == "COPY" and a.split()[0] == "deploy/constraints/"
+        ]
+        pip_at = [i for i, (kw, a) in enumerate(stage.instructions) if kw == "RUN" and "pip " in a]
+        assert copy_at and pip_at and copy_at[0] < pip_at[0], (stage.name, kinds)
+    patterns = dockerignore_patterns()
+    pins = REPO / "deploy" / "constraints" / "cpu.txt"
+    assert pins.is_file()
+    assert not dockerignored(str(pins.relative_to(REPO)), patterns)
 
 
 def test_cuda_image_has_tensorrt_from_apt(dockerfile) -> None:
@@ -212,15 +290,20 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
     return excluded
 
 
-def test_dockerignore_sends_only_what_the_build_needs() -> None:
-    patterns = [
+def dockerignore_patterns() -> list[str]:
+    return [
         line.strip()
         for line in (REPO / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
+
+
+def test_dockerignore_sends_only_what_the_build_needs() -> None:
+    patterns = dockerignore_patterns()
     model_files = [str(p.relative_to(REPO)) for p in (REPO / "models").rglob("*") if p.is_file()]
     assert any(f.endswith("model.onnx") for f in model_files)
     needed = ["pyproject.toml", "README.md", "service/__init__.py", "service/cli.py", *model_files]
+    needed.append("deploy/constraints/cpu.txt")
     for path in needed:
         if "/.trt/" in f"/{path}" or "__pycache__" in path:
             continue

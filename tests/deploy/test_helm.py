@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import base64
 import json
-from functools import cache
-from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 
-from tests.deploy.tools import CHART, REPO, run, tool
+from tests.deploy.chart import (
+    FULLNAME,
+    KUBE_VERSIONS,
+    configmap_env,
+    container,
+    helm,
+    objects,
+    one,
+)
+from tests.deploy.tools import CHART, REPO
 
 pytestmark = pytest.mark.deploy
-
-DRIVER = Path(__file__).with_name("helm_driver.py")
-RELEASE, NAMESPACE = "emb", "ml"
-FULLNAME = f"{RELEASE}-clipserve"
-# The chart's kubeVersion floor and the newest schemas kubernetes-validate bundles.
-KUBE_VERSIONS = ["1.25.0", "1.37.0"]
 # Custom resources: no schema in kubernetes-validate; their shape is asserted below instead.
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 
@@ -31,13 +34,14 @@ EXTERNAL_QDRANT = {
     "mode": "external",
     "external": {"url": "http://qdrant.qdrant.svc:6333", "apiKey": "qdrant-secret"},
 }
+GPU = {
+    "gpu": {"enabled": True},
+    "nodeSelector": {"nvidia.com/gpu.present": "true"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+}
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "cpu-default": {},
-    "gpu": {
-        "gpu": {"enabled": True},
-        "nodeSelector": {"nvidia.com/gpu.present": "true"},
-        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-    },
+    "gpu": GPU,
     "external-qdrant": {
         "qdrant": EXTERNAL_QDRANT,
         "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 8},
@@ -71,6 +75,21 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "triton": {"enabled": True, "gpu": {"enabled": False}},
         "qdrant": {"mode": "external", "external": {"url": "https://qdrant.example.test"}},
     },
+    "triton-models-init": {
+        "triton": {"enabled": True},
+        "models": {"source": "init", "init": {"image": "registry.local/clip-models:2026.11"}},
+        "qdrant": {"mode": "external", "external": {"url": "http://qdrant:6333"}},
+    },
+    "gpu-queue-depth": {
+        **GPU,
+        "qdrant": {"mode": "external", "external": {"url": "http://qdrant:6333"}},
+        "serviceMonitor": {"enabled": True},
+        "autoscaling": {
+            "enabled": True,
+            "targetCPUUtilizationPercentage": 0,
+            "queueDepth": {"enabled": True, "averageValue": 48},
+        },
+    },
     "models-init": {
         "models": {
             "source": "init",
@@ -83,46 +102,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 }
 
 
-@cache
-def helm(values_json: str, helm3_lint: bool = False) -> dict[str, Any]:
-    python = tool("helm-python")
-    request = {
-        "chart": str(CHART),
-        "release": RELEASE,
-        "namespace": NAMESPACE,
-        "values": json.loads(values_json),
-        "kube_versions": KUBE_VERSIONS,
-        "helm3_lint": helm3_lint,
-    }
-    result = run([python, DRIVER], input=json.dumps(request), cwd=REPO)
-    assert result.returncode == 0, f"helm driver failed:\n{result.stderr}"
-    return json.loads(result.stdout)
-
-
 def rendered(name: str) -> dict[str, Any]:
     out = helm(json.dumps(VALUE_SETS[name], sort_keys=True))
     assert out["render_error"] is None, f"{name}: {out['render_error']}"
     return out
-
-
-def objects(out: dict[str, Any], kind: str | None = None) -> list[dict[str, Any]]:
-    objs = [o["object"] for o in out["objects"]]
-    return [o for o in objs if kind is None or o["kind"] == kind]
-
-
-def one(out: dict[str, Any], kind: str, name: str = FULLNAME) -> dict[str, Any]:
-    matches = [o for o in objects(out, kind) if o["metadata"]["name"] == name]
-    assert len(matches) == 1, f"expected one {kind} {name}, got {len(matches)}"
-    return matches[0]
-
-
-def container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
-    (c,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name]
-    return c
-
-
-def configmap_env(out: dict[str, Any]) -> dict[str, str]:
-    return one(out, "ConfigMap")["data"]
 
 
 def pod_specs(out: dict[str, Any]) -> list[dict[str, Any]]:
@@ -205,6 +188,19 @@ def test_values_schema_rejects(values: dict[str, Any]) -> None:
         ({"qdrant": {"mode": "external"}}, "needs qdrant.external.url"),
         ({"apiKeys": {"enabled": True}}, "needs apiKeys.keys or apiKeys.existingSecret"),
         ({"models": {"source": "pvc"}}, "needs models.pvc.existingClaim"),
+        ({"gpu": {"enabled": True}, "triton": {"enabled": True}}, "GPU they never use"),
+        ({"terminationGracePeriodSeconds": 30}, "must cover preStopSleepSeconds"),
+        (
+            {"preStopSleepSeconds": 5, "config": {"REQUEST_TIMEOUT_S": "60"}},
+            "must cover preStopSleepSeconds plus the request timeout (65 s)",
+        ),
+        (
+            {
+                "qdrant": EXTERNAL_QDRANT,
+                "autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": 0},
+            },
+            "autoscaling needs a metric",
+        ),
     ],
 )
 def test_impossible_combinations_fail(values: dict[str, Any], message: str) -> None:
@@ -451,9 +447,111 @@ def test_models_from_an_init_container() -> None:
     spec = one(out, "Deployment")["spec"]["template"]["spec"]
     (init,) = spec["initContainers"]
     assert init["image"] == "registry.local/clip-models:2026.11"
-    assert {"name": "MODELS_DIR", "value": "/models"} in init["env"]
     (vol,) = [v for v in spec["volumes"] if v["name"] == "models"]
     assert "emptyDir" in vol
+
+
+@pytest.mark.parametrize("name", ["models-init", "triton-models-init", "triton"])
+def test_init_containers_fill_the_volume_from_elsewhere(name: str) -> None:
+    """An init container writes the models emptyDir at MODELS_DIR, a path of its own: mounted at
+    models.mountPath (/models) it would hide what a model image keeps there, and the default
+    `cp -R /models/. $MODELS_DIR/` would copy a folder onto itself. (The image test runs these
+    commands in the built image.)"""
+    out = rendered(name)
+    inits = [
+        (d["metadata"]["name"], c)
+        for d in objects(out, "Deployment")
+        for c in d["spec"]["template"]["spec"].get("initContainers", [])
+    ]
+    assert inits
+    for deployment, init in inits:
+        (mount,) = [m for m in init["volumeMounts"] if m["name"] == "models"]
+        env = {e["name"]: e["value"] for e in init["env"]}
+        assert env["MODELS_DIR"] == mount["mountPath"], deployment
+        assert mount["mountPath"] != "/models", deployment
+        source = init["command"][-1].split("cp -R ", 1)[1].split()[0].rstrip(".")
+        assert not mount["mountPath"].startswith(source.rstrip("/")), (deployment, source)
+
+
+class _NoDuplicateKeys(yaml.SafeLoader):
+    """YAML that refuses a mapping with a repeated key (safe_load keeps the last silently; the
+    API server and other parsers may keep the first)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    keys = [loader.construct_object(k) for k, _ in node.value]
+    duplicates = {k for k in keys if keys.count(k) > 1}
+    if duplicates:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"duplicate keys {sorted(duplicates)}", node.start_mark
+        )
+    return loader.construct_mapping(node)
+
+
+_NoDuplicateKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_manifests_repeat_no_key(name: str) -> None:
+    for path, text in rendered(name)["manifests"].items():
+        if path.endswith(".yaml"):
+            list(yaml.load_all(text, Loader=_NoDuplicateKeys))  # raises on a repeated key
+
+
+def test_only_clipserve_pods_match_its_service_and_pdb() -> None:
+    out = rendered("external-qdrant")
+    (test_pod,) = objects(out, "Pod")
+    labels = test_pod["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "test"
+    for selector in (
+        one(out, "Service")["spec"]["selector"],
+        one(out, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+    ):
+        assert not selector.items() <= labels.items(), selector
+
+
+# --- rollouts and scaling -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_pods_drain_before_they_stop(name: str) -> None:
+    """preStop keeps a terminating pod serving while it leaves the endpoints, and the grace
+    period covers that sleep plus the request timeout the server drains for after SIGTERM."""
+    out = rendered(name)
+    dep = one(out, "Deployment")
+    command = container(dep, "clipserve")["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and int(command[1]) == 10
+    timeout = float(configmap_env(out).get("CLIPSERVE_REQUEST_TIMEOUT_S", 30))
+    grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace >= int(command[1]) + timeout
+
+
+def test_no_prestop_when_switched_off() -> None:
+    out = helm(json.dumps({"preStopSleepSeconds": 0}))
+    assert "lifecycle" not in container(one(out, "Deployment"), "clipserve")
+
+
+def test_hpa_scales_gpu_pods_on_queue_depth(server) -> None:
+    """The HPA asks for the per-pod custom metric that the documented Prometheus adapter rule
+    serves, built from a series the service really exports."""
+    out = rendered("gpu-queue-depth")
+    (metric,) = one(out, "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "48"}
+    name = metric["pods"]["metric"]["name"]
+    adapter = yaml.safe_load((CHART.parent / "prometheus-adapter-values.yaml").read_text())
+    (rule,) = adapter["rules"]["custom"]
+    assert rule["name"]["as"] == name
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
+    series = rule["seriesQuery"].split("{", 1)[0]
+    exported = httpx.get(f"{server.url}/metrics").text
+    assert f"# TYPE {series} gauge" in exported
+    assert any(line.startswith(f"{series}{{") for line in exported.splitlines())
+    # The adapter needs the series scraped with pod labels: the ServiceMonitor does that.
+    assert objects(out, "ServiceMonitor")
 
 
 def test_configmap_keys_are_settings() -> None:

@@ -216,11 +216,11 @@ async def _with_thumbnails(
 ) -> list[dict[str, Any] | None]:
     """The payloads with a thumbnail in each image item's: made in one thread off the event loop
     (it decodes each image again, at reduced scale for JPEGs), within the request's deadline."""
-    assert model.images is not None
-    limits = model.images.limits
+    pre = model.images
+    assert pre is not None
 
     def make() -> dict[int, str]:
-        return {i: make_thumbnail(source_bytes(s), side, limits) for i, s in sources.items()}
+        return {i: make_thumbnail(source_bytes(s), side, pre) for i, s in sources.items()}
 
     deadline = state.settings.request_timeout_s
     try:

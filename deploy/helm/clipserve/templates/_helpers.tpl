@@ -24,17 +24,31 @@ Kept to 56 characters so that "<fullname>-triton" still fits 63.
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/*
+Labels. Every object gets one app.kubernetes.io/component (api, triton or test): the Service and
+the PodDisruptionBudget select component=api, so no other pod may carry that value.
+*/}}
 {{- define "clipserve.labels" -}}
-helm.sh/chart: {{ include "clipserve.chart" . }}
-{{ include "clipserve.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{ include "clipserve.componentLabels" (dict "root" . "component" "api") }}
 {{- end }}
 
 {{- define "clipserve.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "clipserve.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/component: api
+{{ include "clipserve.componentSelectorLabels" (dict "root" . "component" "api") }}
+{{- end }}
+
+{{/* Argument: dict "root" $ "component" NAME. */}}
+{{- define "clipserve.componentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "clipserve.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Argument: dict "root" $ "component" NAME, and optionally "version" (default appVersion). */}}
+{{- define "clipserve.componentLabels" -}}
+helm.sh/chart: {{ include "clipserve.chart" .root }}
+{{ include "clipserve.componentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .version | default .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end }}
 
 {{- define "clipserve.triton.fullname" -}}
@@ -42,16 +56,11 @@ app.kubernetes.io/component: api
 {{- end }}
 
 {{- define "clipserve.triton.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "clipserve.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/component: triton
+{{ include "clipserve.componentSelectorLabels" (dict "root" . "component" "triton") }}
 {{- end }}
 
 {{- define "clipserve.triton.labels" -}}
-helm.sh/chart: {{ include "clipserve.chart" . }}
-{{ include "clipserve.triton.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.triton.image.tag | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{ include "clipserve.componentLabels" (dict "root" . "component" "triton" "version" .Values.triton.image.tag) }}
 {{- end }}
 
 {{- define "clipserve.serviceAccountName" -}}
@@ -135,6 +144,23 @@ Combinations that cannot work: fail at render time with a message rather than de
 {{- if and .Values.autoscaling.enabled (lt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) }}
 {{- fail "autoscaling.maxReplicas must be >= autoscaling.minReplicas" }}
 {{- end }}
+{{- if and .Values.autoscaling.enabled (not .Values.autoscaling.targetCPUUtilizationPercentage) (not .Values.autoscaling.targetMemoryUtilizationPercentage) (not .Values.autoscaling.queueDepth.enabled) }}
+{{- fail "autoscaling needs a metric: targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or queueDepth.enabled" }}
+{{- end }}
+{{- if and .Values.gpu.enabled .Values.triton.enabled }}
+{{- fail "gpu.enabled and triton.enabled: with Triton the clipserve pods run no inference and would hold a GPU they never use; Triton's GPU is triton.gpu.* (unset gpu.enabled)" }}
+{{- end }}
+{{- $drain := add (int .Values.preStopSleepSeconds) (include "clipserve.requestTimeoutSeconds" . | int) }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (int $drain) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must cover preStopSleepSeconds plus the request timeout (%d s): in-flight requests would be killed" (int .Values.terminationGracePeriodSeconds) $drain) }}
+{{- end }}
+{{- end }}
+
+{{/* CLIPSERVE_REQUEST_TIMEOUT_S (config.REQUEST_TIMEOUT_S, default 30), whole seconds rounded up:
+the server's graceful-shutdown drain. */}}
+{{- define "clipserve.requestTimeoutSeconds" -}}
+{{- $timeout := index .Values.config "REQUEST_TIMEOUT_S" | default 30 | float64 }}
+{{- ceil $timeout | int }}
 {{- end }}
 
 {{/*
@@ -155,6 +181,12 @@ a pod (clipserve with models.source pvc|init; Triton always). Argument: dict "ro
 {{- end }}
 {{- end }}
 
+{{/*
+Where an init container sees the models emptyDir: its own path, never models.mountPath, which is
+where a model image keeps the models it copies from.
+*/}}
+{{- define "clipserve.modelsInitTarget" -}}/mnt/clipserve-models{{- end }}
+
 {{- define "clipserve.modelsInitContainer" -}}
 {{- $ := .root }}
 {{- if eq $.Values.models.source "init" }}
@@ -165,7 +197,7 @@ a pod (clipserve with models.source pvc|init; Triton always). Argument: dict "ro
     {{- toYaml $.Values.models.init.command | nindent 4 }}
   env:
     - name: MODELS_DIR
-      value: {{ $.Values.models.mountPath | quote }}
+      value: {{ include "clipserve.modelsInitTarget" $ | quote }}
     {{- with $.Values.models.init.env }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -177,7 +209,7 @@ a pod (clipserve with models.source pvc|init; Triton always). Argument: dict "ro
     {{- toYaml .securityContext | nindent 4 }}
   volumeMounts:
     - name: models
-      mountPath: {{ $.Values.models.mountPath }}
+      mountPath: {{ include "clipserve.modelsInitTarget" $ }}
 {{- else if and (eq $.Values.models.source "image") .forTriton }}
 {{- /* Triton's image has no models: copy the ones baked into the clipserve image. */}}
 - name: copy-models
@@ -186,11 +218,11 @@ a pod (clipserve with models.source pvc|init; Triton always). Argument: dict "ro
   command: ["sh", "-c", "cp -R /app/models/. \"$MODELS_DIR\"/"]
   env:
     - name: MODELS_DIR
-      value: {{ $.Values.models.mountPath | quote }}
+      value: {{ include "clipserve.modelsInitTarget" $ | quote }}
   securityContext:
     {{- toYaml .securityContext | nindent 4 }}
   volumeMounts:
     - name: models
-      mountPath: {{ $.Values.models.mountPath }}
+      mountPath: {{ include "clipserve.modelsInitTarget" $ }}
 {{- end }}
 {{- end }}
