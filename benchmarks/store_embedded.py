@@ -27,7 +27,7 @@ import numpy as np
 
 from service.store.facade import Store
 from service.store.factory import open_store
-from service.store.filters import PayloadFilter
+from service.store.filters import Filter, parse_filter
 from service.store.owner import StoreProcess
 from service.store.remote import RemoteBackend
 from service.store.types import CollectionOptions, SearchQuery
@@ -41,7 +41,7 @@ def _ms(times: list[float]) -> str:
     return f"p50 {p50:7.2f} ms  p95 {p95:7.2f} ms"
 
 
-async def _latency(store: Store, queries: np.ndarray, flt: PayloadFilter | None) -> list[float]:
+async def _latency(store: Store, queries: np.ndarray, flt: Filter | None) -> list[float]:
     times = []
     for q in queries:
         t = time.perf_counter()
@@ -61,7 +61,7 @@ async def bench(
     engine: str, root: Path, vectors: np.ndarray, queries: np.ndarray, hnsw: bool
 ) -> None:
     name = f"{engine:<6}"
-    flt = PayloadFilter.model_validate({"must": [{"key": "group", "match": 7}]})
+    flt = parse_filter({"must": [{"key": "group", "match": {"value": 7}}]})
     store = _store(engine, root)
     await store.open()
     await store.create_collection("bench", "m", vectors.shape[1], CollectionOptions())

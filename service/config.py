@@ -170,6 +170,19 @@ class Settings(BaseSettings):
     max_payload_keys: int = Field(
         4096, ge=1, description="keys in a payload, nested objects included (413 above)"
     )
+    # defaults as in filters.FilterLimits (that module loads qdrant-client: too slow for the CLI)
+    max_filter_depth: int = Field(
+        16, ge=1, le=64, description="filters nested inside a filter, levels (deeper: 422)"
+    )
+    max_filter_conditions: int = Field(
+        256, ge=1, description="conditions in one filter, all levels together (more: 413)"
+    )
+    max_filter_values: int = Field(
+        16_384,
+        ge=1,
+        description="values inside one filter's conditions: match any / except lists, has_id "
+        "ids, polygon points (more: 413)",
+    )
 
     # --- triton
     triton_url: str = Field("localhost:8001", description="Triton server address")

@@ -98,7 +98,8 @@ def test_search_by_stored_id_excludes_itself(srv: Server, digits: object) -> Non
 def test_filters_narrow_results(srv: Server, digits: object) -> None:
     q = {"text": "a photo of a three."}
     sevens = search(
-        srv, {"query": q, "limit": 50, "filter": {"must": [{"key": "digit", "match": 7}]}}
+        srv,
+        {"query": q, "limit": 50, "filter": {"must": [{"key": "digit", "match": {"value": 7}}]}},
     )
     assert sevens and all(h["payload"]["digit"] == 7 for h in sevens)
     some = search(
@@ -166,7 +167,7 @@ def test_collection_options_pass_through(srv: Server) -> None:
         {"id": i, "text": NAMES[i], "payload": {"n": i, "tag": "ab"[i % 2]}} for i in range(10)
     ]
     assert httpx.post(f"{url}/points", json={"items": items}).status_code == 200
-    flt = {"must": [{"key": "tag", "match": "a"}, {"key": "n", "range": {"gt": 3}}]}
+    flt = {"must": [{"key": "tag", "match": {"value": "a"}}, {"key": "n", "range": {"gt": 3}}]}
     hits = search(srv, {"query": {"text": "four"}, "filter": flt, "limit": 10}, "tuned")
     assert sorted(h["id"] for h in hits) == [4, 6, 8]
     assert httpx.put(url, json=options).status_code == 200  # idempotent
@@ -228,16 +229,16 @@ def test_points_get_and_delete(srv: Server, digits: tuple[list[str], np.ndarray]
         (
             "post",
             "/v1/collections/digits/search",
-            {"query": {"text": "x"}, "filter": {"must": [{"key": "a..b", "match": 1}]}},
+            {"query": {"text": "x"}, "filter": {"must": [{"key": "a..b", "match": {"value": 1}}]}},
             422,
-            "invalid_request",
+            "invalid_filter",
         ),
         (
             "post",
             "/v1/collections/digits/search",
-            {"query": {"text": "x"}, "filter": {"must": [{"key": "a", "match": 1.5}]}},
+            {"query": {"text": "x"}, "filter": {"must": [{"key": "a", "match": {"value": 1.5}}]}},
             422,
-            "invalid_request",
+            "invalid_filter",
         ),
         (
             "post",
@@ -258,21 +259,21 @@ def test_points_get_and_delete(srv: Server, digits: tuple[list[str], np.ndarray]
             "/v1/collections/digits/search",
             {"query": {"text": "x"}, "filter": {"must": [{"key": "a"}]}},
             422,
-            "invalid_request",
+            "invalid_filter",
         ),
         (
             "post",
             "/v1/collections/digits/search",
-            {"query": {"text": "x"}, "filter": {"must": [{"key": "a", "range": {}}]}},
+            {"query": {"text": "x"}, "filter": {"must": [{"key": "a", "match": 1}]}},
             422,
-            "invalid_request",
+            "invalid_filter",
         ),
         (
             "post",
             "/v1/collections/digits/search",
             {"query": {"text": "x"}, "filter": {"oops": []}},
             422,
-            "invalid_request",
+            "invalid_filter",
         ),
         (
             "post",

@@ -40,7 +40,10 @@ def test_index_is_resumable_with_payloads(server: Server, tmp_path: Path) -> Non
     assert httpx.get(f"{server.url}/v1/collections/folder").json()["count"] == 60
     hits = httpx.post(
         f"{server.url}/v1/collections/folder/search",
-        json={"query": {"text": "x"}, "filter": {"must": [{"key": "seven", "match": True}]}},
+        json={
+            "query": {"text": "x"},
+            "filter": {"must": [{"key": "seven", "match": {"value": True}}]},
+        },
     ).json()["results"]
     assert len(hits) == 1
     payload = hits[0]["payload"]

@@ -15,7 +15,7 @@ import pytest
 
 from service.store.facade import Store
 from service.store.factory import open_store
-from service.store.filters import PayloadFilter
+from service.store.filters import Filter, parse_filter
 from service.store.owner import StoreProcess
 from service.store.remote import RemoteBackend
 from service.store.types import (
@@ -74,11 +74,11 @@ async def filled(store: Store) -> Store:
     return store
 
 
-def flt(**kwargs: Any) -> PayloadFilter:
-    return PayloadFilter.model_validate(kwargs)
+def flt(**kwargs: Any) -> Filter:
+    return parse_filter(kwargs)
 
 
-async def ids_for(store: Store, f: PayloadFilter, **kwargs: Any) -> list[int | str]:
+async def ids_for(store: Store, f: Filter, **kwargs: Any) -> list[int | str]:
     q = SearchQuery(vector=vec(0).tolist(), filter=f, limit=100, **kwargs)
     return sorted((h.id for h in await store.search("c", q)), key=str)
 
@@ -116,19 +116,40 @@ def test_points_and_search(make: Callable[[], Store]) -> None:
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ({"must": [{"key": "n", "match": 3}]}, [3]),
-        ({"must": [{"key": "tag", "match": "a"}, {"key": "n", "range": {"lt": 6}}]}, [0, 2, 4]),
-        ({"must": [{"key": "even", "match": True}, {"key": "n", "range": {"lt": 5}}]}, [0, 2, 4]),
-        ({"must": [{"key": "even", "match": False}, {"key": "n", "range": {"lt": 5}}]}, [1, 3]),
-        ({"must": [{"key": "half", "range": {"gt": 1, "lte": 2.5}}]}, [3, 4, 5]),
-        ({"must": [{"key": "meta.k", "match": 2}, {"key": "n", "range": {"lt": 9}}]}, [2, 5, 8]),
-        ({"must": [{"key": "n", "match": {"any": [1, 2, 30]}}]}, [1, 2]),
-        ({"must": [{"key": "n", "match": {"any": [1, "x", True]}}]}, [1]),  # true is not 1
+        ({"must": [{"key": "n", "match": {"value": 3}}]}, [3]),
         (
-            {"must": [{"key": "even", "match": {"any": [True]}}, {"key": "n", "range": {"lt": 5}}]},
+            {"must": [{"key": "tag", "match": {"value": "a"}}, {"key": "n", "range": {"lt": 6}}]},
             [0, 2, 4],
         ),
-        ({"should": [{"key": "n", "match": 1}, {"must": [{"key": "n", "match": 7}]}]}, [1, 7]),
+        (
+            {"must": [{"key": "even", "match": {"value": True}}, {"key": "n", "range": {"lt": 5}}]},
+            [0, 2, 4],
+        ),
+        (
+            {
+                "must": [
+                    {"key": "even", "match": {"value": False}},
+                    {"key": "n", "range": {"lt": 5}},
+                ]
+            },
+            [1, 3],
+        ),
+        ({"must": [{"key": "half", "range": {"gt": 1, "lte": 2.5}}]}, [3, 4, 5]),
+        (
+            {"must": [{"key": "meta.k", "match": {"value": 2}}, {"key": "n", "range": {"lt": 9}}]},
+            [2, 5, 8],
+        ),
+        ({"must": [{"key": "n", "match": {"any": [1, 2, 30]}}]}, [1, 2]),
+        ({"must": [{"key": "n", "match": {"value": True}}]}, []),  # true is not 1
+        (
+            {
+                "should": [
+                    {"key": "n", "match": {"value": 1}},
+                    {"must": [{"key": "n", "match": {"value": 7}}]},
+                ]
+            },
+            [1, 7],
+        ),
         ({"must_not": [{"key": "n", "range": {"gte": 2}}]}, [0, 1]),
     ],
 )

@@ -86,7 +86,7 @@ def test_two_workers_share_one_embedded_store(model_dir: Path, tmp_path: Path) -
         search = {
             "query": {"text": "number 7"},
             "limit": 5,
-            "filter": {"must": [{"key": "batch", "match": 3}]},
+            "filter": {"must": [{"key": "batch", "match": {"value": 3}}]},
         }
         hits = httpx.post(f"{url}/search", json=search, timeout=60).json()["results"]
         assert hits and all(h["payload"] == {"batch": 3} for h in hits)

@@ -23,6 +23,7 @@ from service.inputs import ImageSourcePolicy
 from service.registry import Registry
 from service.runners.base import readiness_checks
 from service.store.factory import serving_store
+from service.store.filters import FilterLimits, set_limits
 from service.urlfetch import UrlPolicy
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,12 @@ def create_app(settings: Settings, registry: Registry) -> FastAPI:
             max_redirects=settings.url_max_redirects,
             allowlist=tuple(settings.url_allowlist),
         ),
+    )
+
+    set_limits(
+        FilterLimits(
+            settings.max_filter_depth, settings.max_filter_conditions, settings.max_filter_values
+        )
     )
 
     @asynccontextmanager

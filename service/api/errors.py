@@ -7,6 +7,7 @@ Per-item problems in a batch are listed under `items` with their index.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, params
@@ -21,6 +22,7 @@ from service.embedder import DeadlineExceeded, UnsupportedModality
 from service.imaging import ImageError
 from service.registry import UnknownModel
 from service.runners.base import RunnerError
+from service.store.filters import FilterError, json_path
 from service.store.types import StoreError
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "invalid request", None
-    err = errors[0]
+    err = _first(errors)
     if err.get("type") == "json_invalid":
         detail = (err.get("ctx") or {}).get("error", "")
         return (
@@ -112,11 +114,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         )
     # drop "body" and pydantic's union/validator branch names ("function-after[...]", "str")
     loc = [
-        str(p)
+        p
         for p in err.get("loc", ())
         if p != "body" and not (isinstance(p, str) and ("[" in p or p in _TYPE_BRANCHES))
     ]
-    where = ".".join(loc) or None
+    where = json_path(loc) or None
     msg = err.get("msg", "invalid value")
     extra = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return (f"{where}: {msg}{extra}" if where else f"{msg}{extra}"), where
@@ -154,6 +156,11 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(allowed)
 
 
+def _first(errors: Sequence[Any]) -> Any:
+    """The error to report: a filter's first (it has its own status and code), else the first."""
+    return next((e for e in errors if e.get("type") in FilterError.CODES), errors[0])
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> FastJSON:
@@ -171,7 +178,15 @@ def install_error_handlers(app: FastAPI) -> None:
                 )
             )
         message, where = _validation_message(exc)
+        err = _first(exc.errors()) if exc.errors() else {}
+        if err.get("type") in FilterError.CODES:  # raised as pydantic errors by QdrantFilter
+            status = int((err.get("ctx") or {}).get("status", 422))
+            return error_response(ApiError(status, err["type"], message, param=where))
         return error_response(ApiError(422, "invalid_request", message, param=where))
+
+    @app.exception_handler(FilterError)
+    async def _filter(_: Request, exc: FilterError) -> FastJSON:
+        return error_response(ApiError(exc.status, exc.code, str(exc), param="filter"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> FastJSON:

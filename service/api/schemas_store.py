@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.store.filters import KEY_PATTERN, PayloadFilter
+from service.store.filters import KEY_PATTERN, QdrantFilter
 from service.thumbnails import MAX_SIDE, MIN_SIDE, THUMBNAIL_KEY
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -109,7 +109,7 @@ class PointOut(BaseModel):
 
 class DeletePoints(_Request):
     ids: list[PointId] | None = Field(None, min_length=1)
-    filter: PayloadFilter | None = None
+    filter: QdrantFilter | None = None
 
     @model_validator(mode="after")
     def _one_selector(self) -> DeletePoints:
@@ -134,7 +134,7 @@ class Query(_Request):
 
 class SearchRequest(_Request):
     query: Query
-    filter: PayloadFilter | None = None
+    filter: QdrantFilter | None = None
     limit: int = Field(10, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=100_000)
     score_threshold: float | None = None

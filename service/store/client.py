@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import AsyncQdrantClient, models
 
-from service.store.filters import PayloadFilter, to_qdrant
+from service.store.filters import to_qdrant
 from service.store.types import (
     CollectionOptions,
     Filter,
@@ -148,15 +148,14 @@ class ClientBackend:
         if ids is not None:
             selector = models.PointIdsList(points=list(ids))
         else:
-            selector = models.FilterSelector(filter=to_qdrant(flt or PayloadFilter()))
+            selector = models.FilterSelector(filter=flt or Filter())
         await self.client.delete(name, selector, wait=True)
 
     async def query(self, name: str, q: SearchQuery) -> list[Hit]:
-        flt = to_qdrant(q.filter or PayloadFilter(), q.exclude) if q.filter or q.exclude else None
         result = await self.client.query_points(
             name,
             query=q.vector,
-            query_filter=flt,
+            query_filter=to_qdrant(q.filter, q.exclude),
             limit=q.limit,
             offset=q.offset,
             score_threshold=q.score_threshold,

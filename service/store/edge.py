@@ -30,7 +30,7 @@ from typing import IO, Any, TypeVar
 import numpy as np
 import qdrant_edge as qe
 
-from service.store.filters import PayloadFilter, to_edge
+from service.store.filters import to_edge
 from service.store.types import (
     CollectionOptions,
     Filter,
@@ -221,16 +221,15 @@ class EdgeBackend:
         if ids is not None:
             op = qe.UpdateOperation.delete_points(list(ids))
         else:
-            op = qe.UpdateOperation.delete_points_by_filter(to_edge(flt or PayloadFilter()))
+            op = qe.UpdateOperation.delete_points_by_filter(to_edge(flt or Filter()))
         await self._run(lambda: self._shard(name).update(op))
 
     async def query(self, name: str, q: SearchQuery) -> list[Hit]:
-        flt = to_edge(q.filter or PayloadFilter(), q.exclude) if q.filter or q.exclude else None
         request = qe.QueryRequest(
             limit=q.limit,
             offset=q.offset,
             query=qe.Query.Nearest(q.vector),
-            filter=flt,
+            filter=to_edge(q.filter, q.exclude),
             score_threshold=q.score_threshold,
             with_payload=q.with_payload,
             with_vector=q.with_vectors,

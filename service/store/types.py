@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from service.store.filters import PayloadFilter
+from service.store.filters import Filter
 
 SYSTEM = "_clipserve"  # system collection: one point per user collection / label set
 LABELS_PREFIX = "_labels_"
@@ -26,7 +26,6 @@ MAX_POINT_ID = 2**64 - 1  # Qdrant's integer ids are unsigned 64-bit
 PointId = int | str
 Distance = Literal["cosine", "dot", "euclid"]
 IndexKind = Literal["keyword", "integer", "float", "bool", "uuid"]
-Filter = PayloadFilter  # the request's filter model; engines translate it themselves
 
 
 class StoreError(Exception):
