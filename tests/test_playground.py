@@ -102,12 +102,13 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Pa
         assert api.put("/v1/label-sets/digits", json={"labels": LABELS}).status_code == 200
         # no thumbnails of its own: texts whose payload links a picture
         assert api.put("/v1/collections/linked", json={}).status_code == 201
-        linked = [
+        linked = [  # ids of their own: the same caption twice would be one point
             {
+                "id": k,
                 "text": f"a photo of a {it['payload']['label']}.",
                 "payload": {"image_url": it["image"]},
             }
-            for it in items[:3]
+            for k, it in enumerate(items[:3])
         ]
         assert api.post("/v1/collections/linked/points", json={"items": linked}).status_code == 200
         yield srv, folder

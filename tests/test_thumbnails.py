@@ -166,3 +166,17 @@ def test_thumbnails_of_large_photos_leave_the_server_responsive(server: Server) 
     for point in r.json()["ids"]:
         thumb = Image.open(io.BytesIO(_thumbnail(server, name, point).content))
         assert thumb.size == (MAX_SIDE, round(MAX_SIDE * 2000 / 3000))
+
+
+def test_filters_cannot_reach_the_thumbnail_key(server: Server) -> None:
+    name = _collection(server, thumbnail_size=SIDE)
+    _upsert(server, name, [{"image": data_uri(encode(blocks(), "PNG"))}])
+    for condition in (
+        {"key": THUMBNAIL_KEY, "match": {"value": "x"}},
+        {"is_empty": {"key": THUMBNAIL_KEY}},
+    ):
+        r = httpx.post(
+            f"{server.url}/v1/collections/{name}/search",
+            json={"query": {"text": "seven"}, "filter": {"must_not": [condition]}},
+        )
+        assert r.status_code in (400, 422), r.text
