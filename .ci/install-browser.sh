@@ -7,7 +7,7 @@ set -euo pipefail
 
 CHROMIUM=${CLIPSERVE_CHROMIUM:-/usr/bin/chromium}
 if [ -x "$CHROMIUM" ] && "$CHROMIUM" --headless --no-sandbox --version >/dev/null 2>&1; then
-  echo "install-browser: $("$CHROMIUM" --version) is installed"
+  echo "install-browser: $("$CHROMIUM" --version 2>/dev/null) is installed"
   exit 0
 fi
 
@@ -17,4 +17,4 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -q
 # fonts-dejavu-core: text in the screenshots is legible even on a bare image.
 $sudo apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core
-"$CHROMIUM" --version
+"$CHROMIUM" --version 2>/dev/null
