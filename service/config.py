@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     )
     auth_health: bool = Field(False, description="require a key for /healthz and /readyz too")
     auth_metrics: bool = Field(False, description="require a key for /metrics too")
+    ui: bool = Field(
+        True,
+        description="serve the playground page at /ui/ (static files; every call it makes needs "
+        "an API key when the server has keys)",
+    )
 
     # --- batching
     max_batch_size: int = Field(64, ge=1, description="largest batch sent to a tower")

@@ -103,7 +103,7 @@ def _draft(img: Image.Image, spec: ImagePreprocess) -> None:
         img.draft("RGB", request)
 
 
-def _to_rgb(img: Image.Image, spec: ImagePreprocess) -> Image.Image:
+def to_rgb(img: Image.Image, spec: ImagePreprocess) -> Image.Image:
     """Convert any mode to 8-bit RGB; transparency by the manifest's alpha rule, high bit depths
     scaled (where both source frameworks clip to white: a deliberate deviation)."""
     mode = img.mode
@@ -165,9 +165,9 @@ def prepare(img: Image.Image, spec: ImagePreprocess, exif_transpose: bool = True
             if exif_transpose:
                 img = ImageOps.exif_transpose(img) or img
             if spec.to_rgb == "last":
-                out = _to_rgb(_resize_crop(img, spec), spec)
+                out = to_rgb(_resize_crop(img, spec), spec)
             else:
-                out = _resize_crop(_to_rgb(img, spec), spec)
+                out = _resize_crop(to_rgb(img, spec), spec)
     except ImageError:
         raise
     except Exception as exc:  # truncated data, corrupt streams, libjpeg/zlib errors

@@ -15,6 +15,7 @@ from service.api.deps import AppState
 from service.api.errors import install_error_handlers
 from service.api.middleware import BodyLimit, RequestContext, RequestMetrics
 from service.api.routes import classify, collections, embeddings, health, models
+from service.api.routes.playground import playground_router
 from service.batcher import BatchPolicy
 from service.config import Settings
 from service.embedder import Embedder, decode_pool
@@ -101,6 +102,8 @@ def create_app(settings: Settings, registry: Registry) -> FastAPI:
     app.include_router(health.metrics_router, dependencies=auth if settings.auth_metrics else [])
     for router in API_ROUTERS:
         app.include_router(router, dependencies=auth)
+    if settings.ui:  # public files: see service/api/routes/playground.py for why
+        app.include_router(playground_router())
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestContext)

@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from service.store.filters import KEY_PATTERN, QdrantFilter
+from service.thumbnails import MAX_SIDE, MIN_SIDE, THUMBNAIL_KEY
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 PointId = int | str
@@ -45,6 +46,13 @@ class CollectionCreate(_Request):
             "filters on them stay fast as the collection grows",
         )
     )
+    thumbnail_size: int | None = Field(
+        None,
+        ge=MIN_SIDE,
+        le=MAX_SIDE,
+        description="keep a JPEG thumbnail (at most this many pixels a side) of each upserted "
+        "image, served by GET .../points/{id}/thumbnail (default: none)",
+    )
 
 
 class CollectionOut(BaseModel):
@@ -71,6 +79,8 @@ class PointIn(_Request):
         given = [k for k in ("image", "text", "vector") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("each item needs exactly one of 'image', 'text' or 'vector'")
+        if self.payload and THUMBNAIL_KEY in self.payload:
+            raise ValueError(f"payload key {THUMBNAIL_KEY!r} is reserved for thumbnails")
         return self
 
 

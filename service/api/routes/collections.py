@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import json
 import uuid
@@ -15,7 +17,12 @@ from starlette.convertors import Convertor, register_url_convertor
 from service.api.deps import AppState, State
 from service.api.errors import ApiError, ItemErrors
 from service.api.responses import FastJSONRoute
-from service.api.routes.embeddings import check_items, check_texts, embed_image_strings
+from service.api.routes.embeddings import (
+    check_items,
+    check_texts,
+    embed_image_sources,
+    embed_image_strings,
+)
 from service.api.schemas import ErrorResponse
 from service.api.schemas_store import (
     NAME_PATTERN,
@@ -33,10 +40,13 @@ from service.api.schemas_store import (
     UpsertRequest,
     UpsertResponse,
 )
+from service.embedder import DeadlineExceeded
 from service.imaging import ImageError
+from service.inputs import ImageSource, source_bytes
 from service.registry import LoadedModel
 from service.store.limits import PayloadLimits, has_ambiguous_number, payload_problem
 from service.store.types import MAX_POINT_ID, CollectionInfo, CollectionOptions, SearchQuery
+from service.thumbnails import THUMBNAIL_KEY, make_thumbnail, split_thumbnail
 
 # `/points/<action>` routes: never a point id, so `GET .../points/delete` answers 405 (the
 # action's methods in Allow) instead of looking up a point named "delete". Add new actions here.
@@ -157,9 +167,11 @@ async def delete_collection(name: Name, state: State) -> Response:
 
 async def _embed_items(
     state: AppState, model: LoadedModel | None, info: CollectionInfo, items: list[PointIn]
-) -> np.ndarray:
-    """Vectors for every item (model is None only when every item brings its own vector)."""
+) -> tuple[np.ndarray, dict[int, ImageSource]]:
+    """Vectors for every item (model is None only when every item brings its own vector), and
+    the resolved image of each image item, by item index."""
     vectors = np.zeros((len(items), info.dimension), dtype=np.float32)
+    sources: dict[int, ImageSource] = {}
     bad: list[tuple[int, ImageError | ApiError]] = []
     texts = [(i, it.text) for i, it in enumerate(items) if it.text is not None]
     images = [(i, it.image) for i, it in enumerate(items) if it.image is not None]
@@ -175,9 +187,10 @@ async def _embed_items(
         check_texts(state, [t for _, t in texts], "items", at=[i for i, _ in texts])
     if images and model is not None:
         try:
-            vectors[[i for i, _ in images]] = await embed_image_strings(
+            vectors[[i for i, _ in images]], resolved = await embed_image_sources(
                 state, model, [v for _, v in images], "items"
             )
+            sources = {i: source for (i, _), source in zip(images, resolved, strict=True)}
         except ItemErrors as exc:
             bad += [
                 (
@@ -191,7 +204,33 @@ async def _embed_items(
     if texts and model is not None:
         result = await state.embedder.embed_texts(model, [t for _, t in texts])
         vectors[[i for i, _ in texts]] = result.vectors
-    return vectors
+    return vectors, sources
+
+
+async def _with_thumbnails(
+    state: AppState,
+    model: LoadedModel,
+    side: int,
+    payloads: list[dict[str, Any] | None],
+    sources: dict[int, ImageSource],
+) -> list[dict[str, Any] | None]:
+    """The payloads with a thumbnail in each image item's: made in one thread off the event loop
+    (it decodes each image again, at reduced scale for JPEGs), within the request's deadline."""
+    pre = model.images
+    assert pre is not None
+
+    def make() -> dict[int, str]:
+        return {i: make_thumbnail(source_bytes(s), side, pre) for i, s in sources.items()}
+
+    deadline = state.settings.request_timeout_s
+    try:
+        async with asyncio.timeout(deadline):
+            made = await asyncio.to_thread(make)
+    except TimeoutError:
+        raise DeadlineExceeded(f"thumbnails not made within {deadline}s") from None
+    return [
+        {**(p or {}), THUMBNAIL_KEY: made[i]} if i in made else p for i, p in enumerate(payloads)
+    ]
 
 
 async def _checked_payloads(
@@ -232,7 +271,11 @@ async def upsert_points(
     needs_model = any(it.vector is None for it in body.items)
     model = _model(state, info) if needs_model else None
     ids = [_check_id(it.id) if it.id is not None else content_id(it) for it in body.items]
-    vectors = await _embed_items(state, model, info, body.items)
+    vectors, sources = await _embed_items(state, model, info, body.items)
+    if info.options.thumbnail_size and sources and model is not None:
+        payloads = await _with_thumbnails(
+            state, model, info.options.thumbnail_size, payloads, sources
+        )
     await state.store.upsert(name, ids, vectors, payloads)
     return UpsertResponse(ids=ids)
 
@@ -249,7 +292,27 @@ async def existing_points(name: Name, body: PointIds, state: State) -> ExistingI
 async def get_point(name: Name, point_id: str, state: State, with_vector: bool = False) -> PointOut:
     await state.store.collection(name, count=False)
     p = await state.store.get_point(name, _check_id(point_id), with_vector)
-    return PointOut(id=p.id, payload=p.payload, vector=p.vector)
+    return PointOut(id=p.id, payload=split_thumbnail(p.payload)[0], vector=p.vector)
+
+
+@router.get(
+    "/{name}/points/{point_id:point_id}/thumbnail",
+    response_class=Response,
+    responses={**_ERRORS, 200: {"content": {"image/jpeg": {}}, "description": "a JPEG"}},
+)
+async def get_thumbnail(name: Name, point_id: str, state: State) -> Response:
+    """The point's thumbnail (collections created with `thumbnail_size`), as a JPEG."""
+    await state.store.collection(name, count=False)
+    p = await state.store.get_point(name, _check_id(point_id), with_vector=False)
+    thumbnail = split_thumbnail(p.payload)[1]
+    if thumbnail is None:
+        raise ApiError(
+            404,
+            "thumbnail_not_found",
+            f"point {p.id!r} has no thumbnail: only images upserted into a collection created "
+            "with thumbnail_size have one",
+        )
+    return Response(base64.b64decode(thumbnail), media_type="image/jpeg")
 
 
 @router.delete("/{name}/points/{point_id:point_id}", status_code=204, responses=_ERRORS)
@@ -305,4 +368,6 @@ async def search(name: Name, body: SearchRequest, state: State) -> SearchRespons
         with_vectors=body.with_vectors,
     )
     hits = await state.store.search(name, query)
+    for hit in hits:
+        hit.payload = split_thumbnail(hit.payload)[0]
     return SearchResponse.model_validate({"results": [h.__dict__ for h in hits]})

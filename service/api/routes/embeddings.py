@@ -74,6 +74,14 @@ async def embed_image_strings(
     state: AppState, model: LoadedModel, values: list[str], param: str = "input"
 ) -> np.ndarray:
     """Resolve (data URI / base64 / URL) and embed images; every bad item is reported by index."""
+    return (await embed_image_sources(state, model, values, param))[0]
+
+
+async def embed_image_sources(
+    state: AppState, model: LoadedModel, values: list[str], param: str = "input"
+) -> tuple[np.ndarray, list[ImageSource]]:
+    """`embed_image_strings`, and the resolved images (a URL is fetched once) for a caller that
+    needs their bytes too (thumbnails)."""
     blobs: list[tuple[int, ImageSource]] = []
     bad: list[tuple[int, ImageError | ApiError]] = []
     for i, value in enumerate(values):
@@ -89,7 +97,7 @@ async def embed_image_strings(
             bad += [(blobs[i][0], err) for i, err in exc.errors]
     if bad:
         raise ItemErrors(sorted(bad, key=lambda pair: pair[0]), param)
-    return vectors
+    return vectors, [b for _, b in blobs]
 
 
 async def embed_image_blobs(
