@@ -70,8 +70,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     try:
         settings = settings_from_args(args)
-    except ValidationError as exc:
-        _fail(str(exc))
+    except ValidationError as exc:  # one line, and never the values (they may be secrets)
+        _fail(
+            "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+        )
     try:
         serve(settings)
     except StartupError as exc:

@@ -9,6 +9,7 @@ An embedded store belongs to one process, so workers need a Qdrant server or no 
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from fastapi import FastAPI
 
 from service import metrics
 from service.config import Settings
+from service.http_limits import HttpLimits, LimitedHttpToolsProtocol
 from service.imaging import ImageLimits
 from service.logs import setup_logging
 from service.manifest import ModelFolderError
@@ -40,30 +42,47 @@ class StartupError(Exception):
 
 def build_app(settings: Settings) -> FastAPI:
     from service.api.app import create_app
+    from service.api.auth import NoApiKeys, load_api_keys
     from service.registry import load_registry
     from service.runners.factory import runner_factory
 
+    try:
+        api_keys = load_api_keys(settings)  # before the models: a bad key file fails at once
+    except (NoApiKeys, OSError) as exc:
+        raise StartupError(str(exc)) from exc
     try:
         registry = load_registry(
             settings.models_dir,
             settings.models,
             settings.default_model,
             runner_factory(settings),
-            ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_decode_s),
+            ImageLimits(
+                settings.max_image_bytes,
+                settings.max_image_pixels,
+                settings.max_decode_s,
+                settings.max_jpeg_scans,
+            ),
             warm_up=settings.warmup,
         )
-        return create_app(settings, registry)
+        return create_app(settings, registry, api_keys)
     except (ModelFolderError, ProviderUnavailable, RunnerError, OSError) as exc:
         raise StartupError(str(exc)) from exc
 
 
 def serve(settings: Settings) -> None:
     setup_logging(settings.log_level, settings.log_format)
+    limits = HttpLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+    )
     options = {
         "host": settings.host,
         "port": settings.port,
         "log_config": None,
         "timeout_graceful_shutdown": int(settings.request_timeout_s),
+        "http": functools.partial(LimitedHttpToolsProtocol, limits=limits),
     }
     if settings.workers == 1:
         uvicorn.run(build_app(settings), **options)  # type: ignore[arg-type]

@@ -102,8 +102,8 @@ def test_classify_errors_are_clear(server: Server) -> None:
     cases: list[tuple[dict[str, Any], int, str]] = [
         ({"images": uris, "labels": NAMES, "label_set": "x"}, 422, "invalid_request"),
         ({"images": uris, "label_set": "x", "templates": ["{}"]}, 422, "invalid_request"),
-        ({"images": [], "labels": NAMES}, 422, "invalid_request"),
-        ({"images": uris, "labels": []}, 422, "invalid_request"),
+        ({"images": [], "labels": NAMES}, 400, "empty_input"),
+        ({"images": uris, "labels": []}, 400, "empty_input"),
         ({"images": uris, "labels": NAMES, "top_k": 0}, 422, "invalid_request"),
         ({"images": uris, "labels": NAMES, "model": "nope"}, 404, "model_not_found"),
         ({"images": [uris[0], broken], "labels": NAMES}, 422, "invalid_image"),

@@ -15,7 +15,7 @@ import pytest
 
 import service.urlfetch as urlfetch
 from service.imaging import ImageError
-from service.urlfetch import UrlPolicy, fetch_image, is_public_address
+from service.urlfetch import UrlPolicy, fetch_images, is_public_address
 from tests.images import blocks, encode
 
 PNG = encode(blocks(), "PNG")
@@ -79,7 +79,10 @@ def fake_public_dns(monkeypatch: pytest.MonkeyPatch) -> None:
 def fetch(url: str, **policy: object) -> bytes:
     async def go() -> bytes:
         async with httpx.AsyncClient(trust_env=False) as client:
-            return await fetch_image(client, url, UrlPolicy(**policy))  # type: ignore[arg-type]
+            (result,) = await fetch_images(client, [url], UrlPolicy(**policy))  # type: ignore[arg-type]
+        if isinstance(result, ImageError):
+            raise result
+        return result
 
     return asyncio.run(go())
 

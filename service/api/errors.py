@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service import metrics
 from service.api.responses import FastJSON
@@ -57,8 +58,12 @@ class ApiError(Exception):
         self.param, self.items, self.headers = param, items, headers
 
 
+# A response names at most this many bad items (the count says how many there were).
+MAX_REPORTED_ITEMS = 100
+
+
 class ItemErrors(ApiError):
-    """Some items of a batch are bad: one response naming each by index."""
+    """Some items of a batch are bad: one response naming each by index (the first hundred)."""
 
     def __init__(self, errors: list[tuple[int, ImageError | ApiError]], param: str) -> None:
         items = [
@@ -67,14 +72,14 @@ class ItemErrors(ApiError):
                 "code": e.code,
                 "message": str(e) if isinstance(e, ImageError) else e.message,
             }
-            for i, e in errors
+            for i, e in errors[:MAX_REPORTED_ITEMS]
         ]
         status = max(e.status for _, e in errors)
         first = items[0]
         super().__init__(
             status,
             str(first["code"]),
-            f"{len(items)} input(s) failed; first {param}[{first['index']}]: {first['message']}",
+            f"{len(errors)} input(s) failed; first {param}[{first['index']}]: {first['message']}",
             param=param,
             items=items,
         )
@@ -121,6 +126,18 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"{where}: {msg}{extra}" if where else f"{msg}{extra}"), where
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path (Starlette's 405 names only the first route
+    that matched the path, so GET/PUT/DELETE on one path as three routes said `Allow: GET`).
+    `app.state.routes`: every route as declared (FastAPI nests included routers)."""
+    methods: set[str] = set()
+    for route in request.app.state.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> FastJSON:
@@ -132,12 +149,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(ApiError(422, "invalid_request", message, param=where))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> FastJSON:
+    async def _http(request: Request, exc: StarletteHTTPException) -> FastJSON:
         codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
-        return error_response(
-            ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        return error_response(ApiError(exc.status_code, code, str(exc.detail), headers=headers))
 
     @app.exception_handler(ImageError)
     async def _image(_: Request, exc: ImageError) -> FastJSON:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Response
 from service.api.deps import AppState, State
 from service.api.errors import ApiError
 from service.api.responses import FastJSONRoute
-from service.api.routes.embeddings import check_items, embed_image_strings
+from service.api.routes.embeddings import check_texts, embed_image_strings
 from service.api.schemas import ErrorResponse
 from service.api.schemas_store import (
     NAME_PATTERN,
@@ -39,6 +39,20 @@ def templates_for(model: LoadedModel, given: list[str] | None) -> list[str]:
 async def label_prototypes(
     state: AppState, model: LoadedModel, labels: list[str], templates: list[str]
 ) -> np.ndarray:
+    """Limits first (labels and templates are texts; every prompt is embedded), then the
+    prompts through the text cache and the queue."""
+    check_texts(state, labels, "labels")
+    check_texts(state, templates, "templates")
+    prompts, limit = len(labels) * len(templates), state.settings.max_prompts
+    if prompts > limit:
+        raise ApiError(
+            413,
+            "too_many_prompts",
+            f"{len(labels)} labels x {len(templates)} templates = {prompts} prompts, "
+            f"limit {limit} per request",
+            param="labels",
+        )
+
     async def encode(texts: list[str]) -> np.ndarray:
         return (await state.embedder.embed_texts(model, texts)).vectors
 
@@ -47,7 +61,6 @@ async def label_prototypes(
 
 @router.post("/classify", response_model=ClassifyResponse, responses=_ERRORS)
 async def classify(body: ClassifyRequest, state: State) -> ClassifyResponse:
-    check_items(state, len(body.images), "images")
     if body.label_set is not None:
         label_set = await state.store.label_set(body.label_set)
         model = state.registry.get(body.model or label_set.model)
