@@ -127,15 +127,16 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 
 def allowed_methods(request: Request) -> str:
-    """Every method some route takes at this path (Starlette's 405 names only the first route
+    """The methods the routes of this path take (Starlette's 405 names only the first route
     that matched the path, so GET/PUT/DELETE on one path as three routes said `Allow: GET`).
+    The most specific routes count: `.../points/delete` is not also `.../points/{point_id}`.
     `app.state.routes`: every route as declared (FastAPI nests included routers)."""
-    methods: set[str] = set()
+    by_params: dict[int, set[str]] = {}
     for route in request.app.state.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return ", ".join(sorted(methods))
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(request.scope)[0] is not Match.NONE:
+            by_params.setdefault(len(route.param_convertors), set()).update(methods)
+    return ", ".join(sorted(by_params[min(by_params)])) if by_params else ""
 
 
 def install_error_handlers(app: FastAPI) -> None:
