@@ -67,8 +67,8 @@ class Embedder:
         self.deadline_s = deadline_s
         # texts go to the queue in chunks, so a request larger than the queue (a label set of
         # thousands of prompts) waits its turn instead of being refused every time
-        self._text_chunk = max(
-            1, min(policy.max_queue_items, max(policy.max_batch_size, policy.max_queue_items // 4))
+        self._text_chunk = min(
+            policy.max_queue_items, max(policy.max_batch_size, policy.max_queue_items // 4)
         )
         self.batchers: dict[tuple[str, Tower], TowerBatcher] = {
             (name, tower): TowerBatcher(name, tower, runner, policy)
@@ -189,7 +189,8 @@ def decode_image(
     model's own preprocessor goes along, pickled for a process, shared by threads)."""
     started = time.perf_counter()
     img = open_image(source_bytes(source), pre.limits)  # the header only: limits checked
-    with memory.hold(img.width * img.height * DECODE_BYTES_PER_PIXEL) if memory else nullcontext():
+    needs = pre.decoded_pixels(img) * DECODE_BYTES_PER_PIXEL
+    with memory.hold(needs) if memory else nullcontext():
         pixels = pre.pixels(img)
     seconds = time.perf_counter() - started
     limits = pre.limits
@@ -205,7 +206,7 @@ class DecodeMemory:
     """Bytes of decoded pixels that decode threads may hold at once. A thread waits until its
     image fits; an image larger than the whole budget is refused. Bounds what any number of
     concurrent requests can make the decode pool allocate (a 7000x7000 16-bit PNG of 95 KB
-    decodes to ~350 MB)."""
+    peaks at ~420 MB while it is decoded and converted)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -250,6 +250,12 @@ class ImagePreprocessor:
     def __call__(self, data: bytes) -> np.ndarray:
         return self.pixels(open_image(data, self.limits))
 
+    def decoded_pixels(self, img: Image.Image) -> int:
+        """How many pixels decoding `img` will produce: a JPEG is set to decode at reduced
+        scale first (as `prepare` would; it does so once)."""
+        _draft(img, self.spec)
+        return img.width * img.height
+
     def pixels(self, img: Image.Image) -> np.ndarray:
         """An image from `open_image` (its header already checked) -> the tower's pixels."""
         pixels = prepare(img, self.spec)

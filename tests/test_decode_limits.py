@@ -13,8 +13,15 @@ import pytest
 from PIL import Image
 
 from service.embedder import DecodeMemory
-from service.imaging import ImageError, ImageLimits, _high_bit_depth_to_l, open_image
+from service.imaging import (
+    ImageError,
+    ImageLimits,
+    ImagePreprocessor,
+    _high_bit_depth_to_l,
+    open_image,
+)
 from service.jpeg_scans import count_scans
+from service.manifest import ImagePreprocess
 from tests.images import encode, many_scan_jpeg, noise
 
 
@@ -110,3 +117,16 @@ def test_decode_memory_is_shared_and_an_oversize_image_refused() -> None:
         assert not entered.wait(0.3)  # waits while the first image holds 70 of 100
     assert entered.wait(5)
     thread.join()
+
+
+def test_memory_is_reserved_for_what_the_decoder_produces() -> None:
+    """A large JPEG decodes at reduced scale (draft): its reservation is for those pixels, so
+    phone photos do not queue behind each other for memory they never use."""
+    spec = ImagePreprocess(size=224, mean=[0.5] * 3, std=[0.5] * 3)
+    pre = ImagePreprocessor(spec, ImageLimits())
+    photo = encode(noise(4000, 3000, 3), "JPEG")
+    img = open_image(photo, pre.limits)
+    assert pre.decoded_pixels(img) == 2000 * 1500  # 1/2 scale: still >= 4x the 224 px target
+    assert np.array_equal(pre.pixels(img), pre(photo))
+    png = open_image(encode(noise(400, 300, 4), "PNG"), pre.limits)
+    assert pre.decoded_pixels(png) == 400 * 300
