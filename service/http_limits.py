@@ -71,27 +71,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._phase is _Phase.HEAD:
-            self._refuse(408, "header_timeout", self.limits.header_timeout_s, "request headers")
+            limit = self.limits.header_timeout_s
+            self._send_error(
+                ApiError(408, "header_timeout", f"request headers did not arrive within {limit:g}s")
+            )
         elif self._phase is _Phase.BODY:
-            self._refuse(408, "body_timeout", self.limits.body_timeout_s, "request body")
+            if self.cycle.response_started:  # answered without the body (a 404, say): just close
+                self.transport.close()
+                return
+            self.cycle.disconnected = True  # the app's receive() ends, its late answer is dropped
+            self.cycle.message_event.set()
+            limit = self.limits.body_timeout_s
+            self._send_error(
+                ApiError(408, "body_timeout", f"request body did not arrive within {limit:g}s")
+            )
         else:  # a connection that never sent a byte
             self.transport.close()
 
-    def _refuse(self, status: int, code: str, limit: float, what: str) -> None:
-        verb = "did not arrive within" if status == 408 else "exceed"
-        unit = "s" if status == 408 else ""
-        self._send_error(ApiError(status, code, f"{what} {verb} {limit:g}{unit}"))
-
     def _send_error(self, error: ApiError) -> None:
-        """Answer with the JSON error and close, whatever the app is doing with this request."""
+        """Answer with the JSON error and close the connection."""
         self._disarm()
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            if cycle.response_started:  # the app is answering already: only stop reading
-                self.transport.close()
-                return
-            cycle.disconnected = True  # the app's late answer is dropped, its receive() ends
-            cycle.message_event.set()
         log.info("refused a connection: %d %s", error.status, error.code)
         body = error_response(error).body
         head = [

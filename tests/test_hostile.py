@@ -174,6 +174,21 @@ def test_idle_and_half_sent_connections_are_closed(hostile: Server) -> None:
     within_bounds(hostile, health.slowest_s, health.failures)
 
 
+def test_a_body_left_unread_after_an_answer_does_not_hold_the_connection(hostile: Server) -> None:
+    """A 404 is answered without reading the body; a client that keeps trickling that body is
+    closed at the body deadline, with no second answer."""
+    sock = raw(hostile)
+    started = time.monotonic()
+    sock.sendall(b"POST /v1/nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")
+    with contextlib.suppress(OSError):
+        for _ in range(int((BODY_TIMEOUT_S + 2) / 0.25)):
+            sock.send(b"a")
+            time.sleep(0.25)
+    reply = read_until_closed(sock)
+    assert status_of(reply) == 404 and reply.count(b"HTTP/1.1 ") == 1, reply
+    assert time.monotonic() - started < BODY_TIMEOUT_S + 10
+
+
 def test_long_texts_are_tokenised_off_the_event_loop(hostile: Server) -> None:
     """500 texts of 10,000 characters (text cleaning alone takes seconds): served, and the
     event loop keeps answering meanwhile."""
