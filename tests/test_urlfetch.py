@@ -128,11 +128,10 @@ def test_a_requests_urls_share_one_deadline(origin: int, fake_public_dns: None) 
     """Twelve slow URLs (5 s each) cost one timeout, not twelve; the fast one still arrives."""
     base = f"http://images.example:{origin}"
     started = time.monotonic()
-    results = fetch_all([f"{base}/slow"] * 12 + [f"{base}/ok.png"], timeout_s=1.0, concurrency=16)
-    assert time.monotonic() - started < 3
-    assert results[-1] == PNG
-    assert {r.code for r in results[:-1] if isinstance(r, ImageError)} == {"url_timeout"}
-    assert all(isinstance(r, ImageError) for r in results[:-1])
+    results = fetch_all([f"{base}/ok.png"] + [f"{base}/slow"] * 12, timeout_s=2.0, concurrency=16)
+    assert time.monotonic() - started < 4.5  # one request-wide timeout (one by one: 24 s)
+    assert results[0] == PNG
+    assert all(isinstance(r, ImageError) and r.code == "url_timeout" for r in results[1:])
 
 
 def test_a_requests_urls_share_one_byte_budget(origin: int, fake_public_dns: None) -> None:

@@ -42,12 +42,12 @@ def use(limits: RequestLimits) -> None:
     _current.set(limits)
 
 
-def check_count(count: int, limit: int, param: str, what: str = "inputs") -> None:
+def check_count(count: int, limit: int, param: str) -> None:
     if count == 0:
         raise ApiError(400, "empty_input", f"{param} is empty", param=param)
     if count > limit:
         raise ApiError(
-            413, "too_many_items", f"{count} {what}, limit {limit} per request", param=param
+            413, "too_many_items", f"{param} has {count} items, limit {limit}", param=param
         )
 
 
