@@ -187,12 +187,12 @@ def decode_image(
 ) -> tuple[np.ndarray, float]:
     """Runs on the decode pool (threads or processes, so it is a module-level function; the
     model's own preprocessor goes along, pickled for a process, shared by threads)."""
-    started = time.perf_counter()
     img = open_image(source_bytes(source), pre.limits)  # the header only: limits checked
     needs = pre.decoded_pixels(img) * DECODE_BYTES_PER_PIXEL
     with memory.hold(needs) if memory else nullcontext():
+        started = time.perf_counter()  # waiting for memory is not decoding
         pixels = pre.pixels(img)
-    seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
     limits = pre.limits
     if seconds > limits.max_decode_s:  # the pixel limit bounds the work; this bounds the time
         raise ImageError(

@@ -35,6 +35,8 @@ ARGS = [
     str(HEADER_TIMEOUT_S),
     "--body-timeout-s",
     str(BODY_TIMEOUT_S),
+    "--max-decode-s",
+    "60",  # a 49 MP decode may take over 10 s on a loaded 2-core machine: not what is tested
 ]
 # The server's peak resident memory over the whole module: models, onnxruntime and the store
 # take ~150-300 MB; two 7000x7000 16-bit decodes at once ~850 MB more (they took 2.4 GB).
