@@ -14,6 +14,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.api.limits import Counted, Documented
 from service.store.filters import KEY_PATTERN, QdrantFilter
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -143,12 +144,49 @@ class SearchResponse(BaseModel):
     results: list[SearchHit]
 
 
+Label = Annotated[str, Documented("max_text_chars")]
+Labels = Annotated[list[Label], Field(fail_fast=True), Counted("max_prompts", "labels")]
+# str.format fields other than one plain {} (e.g. "{} {}", "{x}", "{:>99999999}") are refused
+_TEMPLATE = r"^(?:[^{}]|\{\{|\}\})*(?:\{\}(?:[^{}]|\{\{|\}\})*)?$"
+Template = Annotated[
+    str,
+    Documented("max_text_chars"),
+    Field(
+        pattern=_TEMPLATE,
+        description="a prompt with at most one {} where the label goes (else it is appended); "
+        "literal braces doubled",
+    ),
+]
+Templates = Annotated[list[Template], Field(min_length=1, max_length=100, fail_fast=True)]
+
+
 class ClassifyRequest(_Request):
+    # exactly one of labels or label_set; templates only with labels (the validator below)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["labels"],
+                    "properties": {"labels": {"type": "array"}, "label_set": {"type": "null"}},
+                },
+                {
+                    "required": ["label_set"],
+                    "properties": {
+                        "label_set": {"type": "string"},
+                        "labels": {"type": "null"},
+                        "templates": {"type": "null"},
+                    },
+                },
+            ]
+        }
+    )
     model: str | None = None
-    images: list[str] = Field(min_length=1, description="data: URIs or base64")
-    labels: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    images: Annotated[list[str], Field(fail_fast=True), Counted("max_items", "images")] = Field(
+        description="data: URIs or base64"
+    )
+    labels: Labels | None = None
     label_set: str | None = None
-    templates: list[str] | None = Field(None, min_length=1, max_length=100)
+    templates: Templates | None = None
     top_k: int = Field(5, ge=1, le=1000)
 
     @model_validator(mode="after")
@@ -172,8 +210,8 @@ class ClassifyResponse(BaseModel):
 
 class LabelSetCreate(_Request):
     model: str | None = None
-    labels: list[str] = Field(min_length=1, max_length=100_000)
-    templates: list[str] | None = Field(None, min_length=1, max_length=100)
+    labels: Labels
+    templates: Templates | None = None
 
 
 class LabelSetOut(BaseModel):
