@@ -122,7 +122,7 @@ def test_vectors_that_overflow_float32_are_refused(coll: str) -> None:
     big = vector()
     big[1] = 1e39  # finite JSON, infinite as float32: stored as NaN and never found
     r = upsert(coll, [{"id": 1, "vector": big}])
-    assert r.status_code == 422 and "items.0.vector.1" in error(r)["message"], r.text
+    assert r.status_code == 422 and "items[0].vector[1]" in error(r)["message"], r.text
     search = httpx.post(f"{coll}/search", json={"query": {"vector": big}})
     assert search.status_code == 422, search.text
     assert httpx.get(coll).json()["count"] == 0
