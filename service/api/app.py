@@ -23,7 +23,7 @@ from service.inputs import ImageSourcePolicy
 from service.registry import Registry
 from service.runners.base import readiness_checks
 from service.store.factory import serving_store
-from service.store.filters import FilterLimits, set_limits
+from service.store.filters import FilterLimits
 from service.urlfetch import UrlPolicy
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ def request_limits(settings: Settings, registry: Registry) -> RequestLimits:
         max_text_chars=settings.max_text_chars,
         max_prompts=settings.max_prompts,
         dimensions=tuple(sorted({m.dim for m in registry.models.values()})),
+        filter=FilterLimits(
+            settings.max_filter_depth, settings.max_filter_conditions, settings.max_filter_values
+        ),
     )
 
 
@@ -65,12 +68,6 @@ def create_app(settings: Settings, registry: Registry, api_keys: tuple[bytes, ..
             max_request_bytes=settings.url_max_request_bytes,
             concurrency=settings.url_concurrency,
         ),
-    )
-
-    set_limits(
-        FilterLimits(
-            settings.max_filter_depth, settings.max_filter_conditions, settings.max_filter_values
-        )
     )
 
     @asynccontextmanager

@@ -5,13 +5,14 @@ Pydantic validates every item of a list before a route could count them: 300,000
 validated (`Counted`), and validation stops at the first bad item (`fail_fast`). Limits come
 from settings, so they live in a context variable that the middleware sets for each request;
 the same values go into the OpenAPI schema (generated inside a request too), which then says
-what the server enforces.
+what the server enforces. Filter limits travel the same way (a filter is validated with its
+request body).
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
@@ -19,6 +20,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 from service.api.errors import ApiError
+from service.store.filters import FilterLimits
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class RequestLimits:
     max_text_chars: int = 10_000
     max_prompts: int = 100_000
     dimensions: tuple[int, ...] = ()  # of the served models: the only `dimensions` accepted
+    max_ids: int = 10_000  # point ids per exists / delete request
+    filter: FilterLimits = field(default_factory=FilterLimits)
 
 
 _DEFAULT = RequestLimits()

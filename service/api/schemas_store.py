@@ -11,11 +11,15 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
+    ValidationError,
+    WrapValidator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from service.api import limits
 from service.api.limits import Counted, Documented
-from service.store.filters import KEY_PATTERN, QdrantFilter
+from service.store.filters import KEY_PATTERN, Filter, FilterError, parse_filter
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 PointId = int | str
@@ -23,6 +27,22 @@ PointId = int | str
 _F32_MAX = float(np.finfo(np.float32).max)
 Float32 = Annotated[float, Field(allow_inf_nan=False, ge=-_F32_MAX, le=_F32_MAX)]
 PayloadKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=KEY_PATTERN)]
+
+
+def _filter(value: Any, _handler: Any) -> Filter:
+    """Qdrant's filter JSON, parsed under this request's filter limits; a refusal becomes a
+    validation error that keeps its code and status (errors.py answers with them)."""
+    try:
+        return parse_filter(value, limits.current().filter)
+    except FilterError as exc:
+        error = PydanticCustomError(exc.code, exc.message, {"status": exc.status})
+        raise ValidationError.from_exception_data(
+            "Filter", [{"type": error, "loc": exc.path, "input": value}]
+        ) from None
+
+
+QdrantFilter = Annotated[Filter, WrapValidator(_filter)]
+Ids = Annotated[list[PointId], Field(fail_fast=True), Counted("max_ids", "ids")]
 
 
 class _Request(BaseModel):
@@ -76,7 +96,7 @@ class PointIn(_Request):
 
 
 class UpsertRequest(_Request):
-    items: list[PointIn] = Field(min_length=1)
+    items: Annotated[list[PointIn], Field(fail_fast=True), Counted("max_items", "items")]
 
 
 class UpsertResponse(BaseModel):
@@ -85,7 +105,7 @@ class UpsertResponse(BaseModel):
 
 
 class PointIds(_Request):
-    ids: list[PointId] = Field(min_length=1, max_length=10_000)
+    ids: Ids
 
 
 class ExistingIds(BaseModel):
@@ -99,7 +119,7 @@ class PointOut(BaseModel):
 
 
 class DeletePoints(_Request):
-    ids: list[PointId] | None = Field(None, min_length=1)
+    ids: Ids | None = None
     filter: QdrantFilter | None = None
 
     @model_validator(mode="after")
