@@ -123,7 +123,7 @@ def test_templates_with_other_fields_are_refused(server: Server) -> None:
     for template in ("{} {}", "{}{x}", "{0}", "{:>99999999}", "{", "a }"):
         body = {"images": uris, "labels": ["one"], "templates": [template]}
         error = classify(server, body, status=422)["error"]
-        assert error["code"] == "invalid_request" and error["param"] == "templates.0", error
+        assert error["code"] == "invalid_request" and error["param"] == "templates[0]", error
     literal = {"images": uris, "labels": ["one"], "templates": ["{{braces}} and {}"]}
     assert classify(server, literal)["results"][0][0]["label"] == "one"
     label_set = httpx.put(
