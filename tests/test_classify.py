@@ -118,6 +118,17 @@ def test_classify_errors_are_clear(server: Server) -> None:
     assert [item["index"] for item in bad_image["items"]] == [1]
 
 
+def test_blank_labels_and_templates_are_prompts_still(server: Server) -> None:
+    """Only whole texts must say something: a blank template is the label alone, a blank label
+    the template alone (both served before the limits on labels and templates came)."""
+    uris, _ = held_out(1)
+    body = {"images": uris, "labels": ["one", ""], "templates": ["", "a photo of {}"]}
+    assert {r["label"] for r in classify(server, body)["results"][0]} == {"one", ""}
+    url = f"{server.url}/v1/label-sets/blank-label"
+    assert httpx.put(url, json={"labels": [""], "templates": [" "]}).status_code == 200
+    assert httpx.delete(url).status_code == 204
+
+
 def test_templates_with_other_fields_are_refused(server: Server) -> None:
     uris, _ = held_out(1)
     for template in ("{} {}", "{}{x}", "{0}", "{:>99999999}", "{", "a }"):

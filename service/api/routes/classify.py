@@ -50,8 +50,8 @@ async def label_prototypes(
 ) -> np.ndarray:
     """Limits first (labels and templates are texts; every prompt is embedded), then the
     prompts through the text cache and the queue."""
-    check_texts(state, labels, "labels")
-    check_texts(state, templates, "templates")
+    check_texts(state, labels, "labels", allow_blank=True)
+    check_texts(state, templates, "templates", allow_blank=True)
     prompts, limit = len(labels) * len(templates), state.settings.max_prompts
     if prompts > limit:
         raise ApiError(

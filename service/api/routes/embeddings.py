@@ -36,11 +36,16 @@ def check_items(state: AppState, count: int, param: str = "input") -> None:
 
 
 def check_texts(
-    state: AppState, texts: Sequence[str], param: str = "input", at: Sequence[int] | None = None
+    state: AppState,
+    texts: Sequence[str],
+    param: str = "input",
+    at: Sequence[int] | None = None,
+    allow_blank: bool = False,
 ) -> None:
     """Every text (or label, or template) too long or empty, named by its index in the request
     (`at`: the request index of each text, when `texts` are a part of the items); before any of
-    them is cleaned or tokenised."""
+    them is cleaned or tokenised. Labels and templates may be blank (`allow_blank`): each is
+    only a part of the prompt that is embedded."""
     limit = state.settings.max_text_chars
     bad: list[tuple[int, ImageError | ApiError]] = []
     for i, t in enumerate(texts):
@@ -48,7 +53,7 @@ def check_texts(
             bad.append(
                 (i, ApiError(413, "text_too_long", f"text has {len(t)} characters, limit {limit}"))
             )
-        elif not t.strip():  # embeds as the start and end tokens alone: a vector, but no meaning
+        elif not allow_blank and not t.strip():  # the start and end tokens alone: no meaning
             bad.append((i, ApiError(400, "empty_text", "text is empty: there is nothing to embed")))
     if bad:
         raise ItemErrors([(i if at is None else at[i], e) for i, e in bad], param)
