@@ -11,10 +11,15 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
+    ValidationError,
+    WrapValidator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
-from service.store.filters import KEY_PATTERN, QdrantFilter
+from service.api import limits
+from service.api.limits import Counted, Documented
+from service.store.filters import KEY_PATTERN, Filter, FilterError, parse_filter
 from service.thumbnails import MAX_SIDE, MIN_SIDE, THUMBNAIL_KEY
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -23,6 +28,22 @@ PointId = int | str
 _F32_MAX = float(np.finfo(np.float32).max)
 Float32 = Annotated[float, Field(allow_inf_nan=False, ge=-_F32_MAX, le=_F32_MAX)]
 PayloadKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=KEY_PATTERN)]
+
+
+def _filter(value: Any, _handler: Any) -> Filter:
+    """Qdrant's filter JSON, parsed under this request's filter limits; a refusal becomes a
+    validation error that keeps its code and status (errors.py answers with them)."""
+    try:
+        return parse_filter(value, limits.current().filter)
+    except FilterError as exc:
+        error = PydanticCustomError(exc.code, exc.message, {"status": exc.status})
+        raise ValidationError.from_exception_data(
+            "Filter", [{"type": error, "loc": exc.path, "input": value}]
+        ) from None
+
+
+QdrantFilter = Annotated[Filter, WrapValidator(_filter)]
+Ids = Annotated[list[PointId], Field(fail_fast=True), Counted("max_ids", "ids")]
 
 
 class _Request(BaseModel):
@@ -85,7 +106,7 @@ class PointIn(_Request):
 
 
 class UpsertRequest(_Request):
-    items: list[PointIn] = Field(min_length=1)
+    items: Annotated[list[PointIn], Field(fail_fast=True), Counted("max_items", "items")]
 
 
 class UpsertResponse(BaseModel):
@@ -94,7 +115,7 @@ class UpsertResponse(BaseModel):
 
 
 class PointIds(_Request):
-    ids: list[PointId] = Field(min_length=1, max_length=10_000)
+    ids: Ids
 
 
 class ExistingIds(BaseModel):
@@ -108,7 +129,7 @@ class PointOut(BaseModel):
 
 
 class DeletePoints(_Request):
-    ids: list[PointId] | None = Field(None, min_length=1)
+    ids: Ids | None = None
     filter: QdrantFilter | None = None
 
     @model_validator(mode="after")
@@ -153,12 +174,49 @@ class SearchResponse(BaseModel):
     results: list[SearchHit]
 
 
+Label = Annotated[str, Documented("max_text_chars")]
+Labels = Annotated[list[Label], Field(fail_fast=True), Counted("max_prompts", "labels")]
+# str.format fields other than one plain {} (e.g. "{} {}", "{x}", "{:>99999999}") are refused
+_TEMPLATE = r"^(?:[^{}]|\{\{|\}\})*(?:\{\}(?:[^{}]|\{\{|\}\})*)?$"
+Template = Annotated[
+    str,
+    Documented("max_text_chars"),
+    Field(
+        pattern=_TEMPLATE,
+        description="a prompt with at most one {} where the label goes (else it is appended); "
+        "literal braces doubled",
+    ),
+]
+Templates = Annotated[list[Template], Field(min_length=1, max_length=100, fail_fast=True)]
+
+
 class ClassifyRequest(_Request):
+    # exactly one of labels or label_set; templates only with labels (the validator below)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["labels"],
+                    "properties": {"labels": {"type": "array"}, "label_set": {"type": "null"}},
+                },
+                {
+                    "required": ["label_set"],
+                    "properties": {
+                        "label_set": {"type": "string"},
+                        "labels": {"type": "null"},
+                        "templates": {"type": "null"},
+                    },
+                },
+            ]
+        }
+    )
     model: str | None = None
-    images: list[str] = Field(min_length=1, description="data: URIs or base64")
-    labels: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    images: Annotated[list[str], Field(fail_fast=True), Counted("max_items", "images")] = Field(
+        description="data: URIs or base64"
+    )
+    labels: Labels | None = None
     label_set: str | None = None
-    templates: list[str] | None = Field(None, min_length=1, max_length=100)
+    templates: Templates | None = None
     top_k: int = Field(5, ge=1, le=1000)
 
     @model_validator(mode="after")
@@ -182,8 +240,8 @@ class ClassifyResponse(BaseModel):
 
 class LabelSetCreate(_Request):
     model: str | None = None
-    labels: list[str] = Field(min_length=1, max_length=100_000)
-    templates: list[str] | None = Field(None, min_length=1, max_length=100)
+    labels: Labels
+    templates: Templates | None = None
 
 
 class LabelSetOut(BaseModel):

@@ -17,12 +17,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from service.api.deps import AppState, State
 from service.api.errors import ApiError, ItemErrors
 from service.api.responses import FastJSONRoute
-from service.api.routes.embeddings import (
-    check_items,
-    check_texts,
-    embed_image_sources,
-    embed_image_strings,
-)
+from service.api.routes.embeddings import check_texts, embed_image_sources, embed_image_strings
 from service.api.schemas import ErrorResponse
 from service.api.schemas_store import (
     NAME_PATTERN,
@@ -265,7 +260,6 @@ async def upsert_points(
 ) -> UpsertResponse:
     """All or nothing: if any item is bad, none is written and each bad item is listed.
     The answer comes only after Qdrant has written the points."""
-    check_items(state, len(body.items), "items")
     payloads = await _checked_payloads(state, request, body.items)
     info = await state.store.collection(name, count=False)
     needs_model = any(it.vector is None for it in body.items)
