@@ -12,14 +12,14 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[cpu,export,triton,dev]'
+	$(BIN)/pip install -q -e '.[cpu,export,triton,plots,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## the project with every extra needed by the tests (CPU onnxruntime)
 
 # The serving side without the export extra: no torch (whose Linux wheels bring ~4 GB of CUDA).
 $(SERVE_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[cpu,triton,dev]'
+	$(BIN)/pip install -q -e '.[cpu,triton,plots,dev]'
 	touch $(SERVE_STAMP)
 
 serve: $(STAMP)  ## serve the bundled default model on :8000 with the embedded store
@@ -29,6 +29,7 @@ test: install  ## install everything the tests need, then run them all
 	bash .ci/install-deploy-tools.sh
 	bash .ci/install-triton.sh
 	bash .ci/install-image-tools.sh
+	bash .ci/install-browser.sh
 	$(BIN)/python -m pytest
 
 test-fast: install  ## skip the slow tests (a local shortcut; CI runs everything)
@@ -36,6 +37,7 @@ test-fast: install  ## skip the slow tests (a local shortcut; CI runs everything
 
 test-serve: $(SERVE_STAMP)  ## the serving side only: no export extra, no deploy validators
 	bash .ci/install-triton.sh
+	bash .ci/install-browser.sh
 	$(BIN)/python -m pytest -m "not export and not deploy" --ignore-glob='tests/test_export_*.py'
 
 lint: install

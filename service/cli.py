@@ -142,10 +142,51 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise CliError(str(exc)) from exc
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
-    import asyncio
+def _plots() -> Any:
+    """The plots module, or one line saying which extra brings matplotlib."""
+    try:
+        from service import plots
+    except ImportError as exc:
+        _fail(f"pictures need the plots extra: pip install 'clipserve[plots]' ({exc})")
+    return plots
+
+
+def _read_results(names: list[str]) -> list[tuple[str, Any]]:
+    """(file name, results) of `clipserve bench --out` files."""
+    import json
     from pathlib import Path
 
+    runs = []
+    for name in names:
+        path = Path(name)
+        try:
+            runs.append((path.stem, json.loads(path.read_text())))
+        except (OSError, ValueError) as exc:
+            _fail(f"cannot read bench results {path}: {exc}")
+    return runs
+
+
+def _draw_bench(plot: str, runs: list[tuple[str, Any]]) -> None:
+    from pathlib import Path
+
+    try:
+        print(f"plot: {_plots().bench_plot(runs, Path(plot))}")
+    except (KeyError, TypeError, AttributeError) as exc:
+        _fail(f"not the results of `clipserve bench --out` ({type(exc).__name__}: {exc})")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    import asyncio
+    from dataclasses import asdict
+    from pathlib import Path
+
+    if args.results is not None and not args.plot:
+        _fail("--results draws earlier results: give --plot FILE too")
+    if args.plot:
+        _plots()  # before a run, not after it
+    if args.results is not None:  # draw only: no load, no server
+        _draw_bench(args.plot, _read_results(args.results))
+        return
     try:
         from service.bench import BenchConfig, format_row, run_bench, write_results
     except ImportError as exc:
@@ -176,6 +217,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
         results.append(result)
     if args.out:
         write_results(results, Path(args.out))
+    if args.plot:  # labelled by --out's file name, else by what was measured
+        label = Path(args.out).stem if args.out else f"{args.modality} b={args.batch}"
+        _draw_bench(args.plot, [(label, [asdict(r) for r in results])])
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -217,10 +261,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     from service.evaluate import evaluate_folder
 
+    if args.report:
+        _plots()  # before the evaluation, not after it
     report = _against_server(
         args, lambda client: evaluate_folder(client, Path(args.dir), args.model)
     )
     print("\n".join(report.lines()))
+    if args.report:
+        from service.eval_report import write_report
+
+        for path in write_report(report, Path(args.dir), Path(args.report)):
+            print(f"report: {path}")
 
 
 def cmd_store_optimize(args: argparse.Namespace) -> None:
@@ -365,6 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("dir", help="one folder per class; the folder name is the label")
     _server_flags(evaluate)
     evaluate.add_argument("--model", default=None)
+    evaluate.add_argument(
+        "--report",
+        metavar="DIR",
+        default=None,
+        help="write eval.json, a confusion matrix, per-class accuracy and a retrieval strip "
+        "(PNGs; the plots extra) into DIR",
+    )
     evaluate.set_defaults(func=cmd_eval)
 
     optimize = add(
@@ -409,6 +467,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--encoding", choices=["float", "base64"], default="base64")
     bench.add_argument("--path", default="/v1/embeddings", help="embeddings route (peers)")
     bench.add_argument("--out", default=None, help="write results as JSON here")
+    bench.add_argument(
+        "--plot",
+        metavar="FILE",
+        default=None,
+        help="draw throughput and p50/p99 latency against concurrency as a PNG (the plots extra)",
+    )
+    bench.add_argument(
+        "--results",
+        metavar="JSON",
+        nargs="+",
+        default=None,
+        help="earlier --out files to draw on the --plot picture instead of running (compare "
+        "runs, settings or peers)",
+    )
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -41,6 +41,19 @@ class Settings(BaseSettings):
         description="HTTP worker processes, each with its own models, batchers and decode pool "
         "(one process serves about 1k requests/s); they share one embedded store process",
     )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="request line and headers, in bytes (431 above)"
+    )
+    max_headers: int = Field(100, ge=10, description="headers per request (431 above)")
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="time for a request's line and headers to arrive, from the connection's "
+        "start or the request's first byte (408; a connection that sends nothing is closed)",
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="time for a request body to arrive once its headers have (408)"
+    )
 
     # --- models
     models_dir: Path = Field(BUNDLED_MODELS_DIR, description="model repository to serve")
@@ -99,6 +112,11 @@ class Settings(BaseSettings):
     )
     auth_health: bool = Field(False, description="require a key for /healthz and /readyz too")
     auth_metrics: bool = Field(False, description="require a key for /metrics too")
+    ui: bool = Field(
+        True,
+        description="serve the playground page at /ui/ (static files; every call it makes needs "
+        "an API key when the server has keys)",
+    )
 
     # --- batching
     max_batch_size: int = Field(64, ge=1, description="largest batch sent to a tower")
@@ -115,7 +133,28 @@ class Settings(BaseSettings):
     max_decode_s: float = Field(
         10.0, gt=0, description="images slower than this to decode are refused (422)"
     )
-    max_text_chars: int = Field(10_000, ge=1, description="characters per text")
+    max_text_chars: int = Field(
+        10_000, ge=1, description="characters per text, label or prompt template"
+    )
+    max_prompts: int = Field(
+        100_000,
+        ge=1,
+        description="labels x templates in one classify or label-set request (413 above); they "
+        "are embedded in chunks through the queue",
+    )
+    max_jpeg_scans: int = Field(
+        100,
+        ge=1,
+        description="JPEGs with more scans are refused (422): real encoders write about 10, "
+        "crafted progressive files thousands that decode for minutes",
+    )
+    decode_memory_mb: int = Field(
+        1024,
+        ge=1,
+        description="memory the decode threads may hold at once for decoded pixels, estimated "
+        "from each image's header at 8 bytes a pixel: images wait for room, and one needing more "
+        "than all of it is refused (413)",
+    )
     exif_transpose: bool = Field(
         True,
         description="turn photos upright by their EXIF orientation tag, as every image viewer "
@@ -131,7 +170,13 @@ class Settings(BaseSettings):
 
     # --- image URLs
     allow_image_urls: bool = Field(False, description="fetch http(s) image URLs")
-    url_timeout_s: float = Field(5.0, gt=0, description="total time to fetch one image URL")
+    url_timeout_s: float = Field(
+        5.0, gt=0, description="time to fetch all image URLs of one request (fetched concurrently)"
+    )
+    url_max_request_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="bytes fetched from image URLs for one request (413)"
+    )
+    url_concurrency: int = Field(8, ge=1, description="image URLs of one request fetched at once")
     url_max_redirects: int = Field(3, ge=0, description="redirects followed per image URL")
     url_allowlist: CommaList = Field(
         default_factory=list, description="if set, only these hosts (or *.domain) are fetched"
@@ -211,4 +256,12 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _some_key(cls, value: object) -> object:
+        """Keys asked for (anything but blanks) and none parsed: never run the API open."""
+        if isinstance(value, str) and value.strip() and not value.replace(",", "").strip():
+            raise ValueError("holds separators but no key (unset it to run without keys)")
         return value

@@ -20,6 +20,7 @@ import numpy as np
 from service.indexer import find_images
 
 PRECISION_AT = (1, 5, 10)
+RETRIEVED = 5  # top images kept per text query for the report
 
 
 def class_queries(classes: list[str], templates: list[str]) -> tuple[list[str], np.ndarray]:
@@ -30,13 +31,18 @@ def class_queries(classes: list[str], templates: list[str]) -> tuple[list[str], 
     return texts, np.repeat(np.arange(len(classes)), len(templates))
 
 
+def ranking(queries: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """Image indices by decreasing similarity, one row per query (unit-norm vectors)."""
+    return np.argsort(-(queries @ images.T), axis=1, kind="stable")
+
+
 def text_to_image(
     queries: np.ndarray, query_class: np.ndarray, images: np.ndarray, image_class: np.ndarray
 ) -> dict[str, Any]:
     """precision@k (share of the top k images that are of the query's class) and mean average
     precision over the whole ranking, averaged over queries; vectors are unit norm. With few
     classes, "recall@k" (any relevant image in the top k) is nearly always 1, so it is not used."""
-    order = np.argsort(-(queries @ images.T), axis=1, kind="stable")
+    order = ranking(queries, images)
     hits = image_class[order] == query_class[:, None]
     ranks = np.arange(1, hits.shape[1] + 1)
     ap = (np.cumsum(hits, axis=1) / ranks * hits).sum(axis=1) / np.maximum(hits.sum(axis=1), 1)
@@ -48,12 +54,40 @@ def text_to_image(
 
 
 @dataclass
+class EvalDetails:
+    """What the summary numbers were computed from, for `clipserve eval --report`: the truth and
+    the top-1 answer per image, and the top images of every text query."""
+
+    classes: list[str]
+    files: list[Path]
+    truth: np.ndarray  # class index per image
+    predicted: np.ndarray  # top-1 class index per image
+    queries: list[str]
+    query_class: np.ndarray  # class index per query
+    retrieved: np.ndarray  # (queries, RETRIEVED) image indices, best first
+
+    def per_class_accuracy(self) -> dict[str, float]:
+        return {
+            name: round(float(np.mean(self.predicted[self.truth == c] == c)), 4)
+            for c, name in enumerate(self.classes)
+        }
+
+    def confusion(self) -> np.ndarray:
+        """Counts: row = true class, column = the top-1 answer."""
+        n = len(self.classes)
+        counts = np.zeros((n, n), dtype=np.int64)
+        np.add.at(counts, (self.truth, self.predicted), 1)
+        return counts
+
+
+@dataclass
 class EvalReport:
     images: int
     classes: int
     top1: float
     top5: float
     text_to_image: dict[str, Any] = field(default_factory=dict)
+    details: EvalDetails | None = field(default=None, repr=False)
 
     def lines(self) -> list[str]:
         t2i = self.text_to_image
@@ -97,6 +131,7 @@ def evaluate_folder(
 ) -> EvalReport:
     files, classes, truth = image_classes(root)
     top1 = top5 = 0
+    predicted: list[int] = []
     vectors: list[list[float]] = []
     served = model
     for start in range(0, len(files), batch):
@@ -110,6 +145,7 @@ def evaluate_folder(
             labels = [r["label"] for r in ranked]
             expected = classes[truth[start + k]]
             top1 += labels[0] == expected
+            predicted.append(classes.index(labels[0]))
             top5 += expected in labels
         answer = _check(client.post("/v1/embeddings", json=emb))
         served = answer["model"]
@@ -122,6 +158,20 @@ def evaluate_folder(
     )
     images = np.asarray(vectors, dtype=np.float32)
     n = len(files)
+    details = EvalDetails(
+        classes,
+        files,
+        truth,
+        np.asarray(predicted),
+        texts,
+        query_class,
+        ranking(queries, images)[:, :RETRIEVED],
+    )
     return EvalReport(
-        n, len(classes), top1 / n, top5 / n, text_to_image(queries, query_class, images, truth)
+        n,
+        len(classes),
+        top1 / n,
+        top5 / n,
+        text_to_image(queries, query_class, images, truth),
+        details,
     )

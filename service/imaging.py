@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from service.jpeg_scans import count_scans
 from service.manifest import ImagePreprocess
 
 # We check pixel counts ourselves (with a clear error) before decoding; PIL's global guard is
@@ -37,6 +38,13 @@ _RESAMPLE = {
 # draft decoding is kept for the large photos where it pays (a 12 MP photo decodes 4-16x faster).
 _DRAFT_OVERSAMPLE = 4
 _DRAFT_MIN_SIDE = 512
+# A progressive JPEG's decode work is scans x pixels (about 1.2 ms per scan and megapixel on a
+# 2-core test machine): a file may take as many scans as fit in this many passes over the pixel
+# limit (50 MP x 32 passes: ~2 s), besides the plain cap on scans.
+JPEG_SCAN_PASSES = 32
+# High-bit-depth images are converted in bands of about this many pixels, so no temporary is
+# ever the size of the whole image.
+_BAND_PIXELS = 1 << 20
 
 
 class ImageError(ValueError):
@@ -57,6 +65,7 @@ class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000
     max_decode_s: float = 10.0
+    max_jpeg_scans: int = 100
 
 
 def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
@@ -84,7 +93,25 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
             f"image is {width}x{height} = {width * height} pixels, limit {limits.max_pixels}",
             413,
         )
+    if img.format in ("JPEG", "MPO"):
+        _check_scans(data, width * height, limits)
     return img
+
+
+def _check_scans(data: bytes, pixels: int, limits: ImageLimits) -> None:
+    """Refuse a JPEG whose scans would take far longer to decode than its pixels suggest."""
+    scans = count_scans(data, limits.max_jpeg_scans)
+    if scans > limits.max_jpeg_scans:
+        raise ImageError(
+            "image_too_many_scans",
+            f"JPEG has more than {limits.max_jpeg_scans} scans, limit {limits.max_jpeg_scans}",
+        )
+    allowed = limits.max_pixels * JPEG_SCAN_PASSES // pixels
+    if scans > allowed:
+        raise ImageError(
+            "image_too_many_scans",
+            f"JPEG has {scans} scans over {pixels} pixels, limit {allowed} scans at this size",
+        )
 
 
 def _draft(img: Image.Image, spec: ImagePreprocess) -> None:
@@ -103,22 +130,40 @@ def _draft(img: Image.Image, spec: ImagePreprocess) -> None:
         img.draft("RGB", request)
 
 
-def _to_rgb(img: Image.Image, spec: ImagePreprocess) -> Image.Image:
+def to_rgb(img: Image.Image, spec: ImagePreprocess) -> Image.Image:
     """Convert any mode to 8-bit RGB; transparency by the manifest's alpha rule, high bit depths
     scaled (where both source frameworks clip to white: a deliberate deviation)."""
     mode = img.mode
     if mode == "RGB" and "transparency" not in img.info:
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        arr8 = np.clip(np.rint(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, "L").convert("RGB")
+        return _high_bit_depth_to_l(img).convert("RGB")
     if spec.alpha == "composite" and ("A" in img.getbands() or "transparency" in img.info):
         # transformers' convert_to_rgb: alpha-composite onto the background
         base = Image.new("RGBA", img.size, (*spec.background, 255))
         return Image.alpha_composite(base, img.convert("RGBA")).convert("RGB")
     return img.convert("RGB")  # "drop": the colour under transparent pixels stays
+
+
+def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer or float grey -> 8-bit grey: values scaled from 0..65535 (16-bit,
+    or any larger value) or 0..255, rounded to nearest and clipped. Converted band by band, in
+    integers where the source is integer (x / 257 never ends in .5, so `(x + 128) // 257` is the
+    exact rounding), so memory stays near the 8-bit result instead of 8 bytes per pixel."""
+    width, height = img.size
+    peak = 65535 if img.mode.startswith("I;16") or img.getextrema()[1] > 255 else 255  # type: ignore[operator]
+    out = np.empty((height, width), dtype=np.uint8)
+    rows = max(1, _BAND_PIXELS // width)
+    for top in range(0, height, rows):
+        band = np.asarray(img.crop((0, top, width, min(top + rows, height))))
+        if img.mode == "F":
+            scaled = np.rint(band.astype(np.float64) * (255.0 / peak))
+            out[top : top + rows] = np.clip(scaled, 0, 255)
+        elif peak == 255:
+            out[top : top + rows] = np.clip(band, 0, 255)
+        else:
+            out[top : top + rows] = (np.clip(band, 0, 65535).astype(np.uint32) + 128) // 257
+    return Image.fromarray(out, "L")
 
 
 def _resize_crop(img: Image.Image, spec: ImagePreprocess) -> Image.Image:
@@ -165,9 +210,9 @@ def prepare(img: Image.Image, spec: ImagePreprocess, exif_transpose: bool = True
             if exif_transpose:
                 img = ImageOps.exif_transpose(img) or img
             if spec.to_rgb == "last":
-                out = _to_rgb(_resize_crop(img, spec), spec)
+                out = to_rgb(_resize_crop(img, spec), spec)
             else:
-                out = _resize_crop(_to_rgb(img, spec), spec)
+                out = _resize_crop(to_rgb(img, spec), spec)
     except ImageError:
         raise
     except Exception as exc:  # truncated data, corrupt streams, libjpeg/zlib errors
@@ -213,5 +258,15 @@ class ImagePreprocessor:
         return prepare(open_image(data, self.limits), self.spec, self.exif_transpose)
 
     def __call__(self, data: bytes) -> np.ndarray:
-        pixels = self.uint8(data)
+        return self.pixels(open_image(data, self.limits))
+
+    def decoded_pixels(self, img: Image.Image) -> int:
+        """How many pixels decoding `img` will produce: a JPEG is set to decode at reduced
+        scale first (as `prepare` would; it does so once)."""
+        _draft(img, self.spec)
+        return img.width * img.height
+
+    def pixels(self, img: Image.Image) -> np.ndarray:
+        """An image from `open_image` (its header already checked) -> the tower's pixels."""
+        pixels = prepare(img, self.spec, self.exif_transpose)
         return pixels if self.raw else self.normalize(pixels)

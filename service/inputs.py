@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 
 from service.imaging import ImageError
-from service.urlfetch import UrlPolicy, fetch_image
+from service.urlfetch import UrlPolicy, fetch_images
 
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
@@ -61,7 +61,7 @@ def decode_data_uri(uri: str, max_bytes: int) -> Base64Image:
     header, sep, payload = uri.partition(",")
     if not sep:
         raise ImageError("invalid_image", "data URI has no ',' separator")
-    if not header.endswith(";base64"):
+    if not header.lower().endswith(";base64"):  # RFC 2397: case-insensitive
         raise ImageError("invalid_image", "only base64 data URIs are supported")
     return _checked(payload, max_bytes)
 
@@ -72,10 +72,9 @@ def _checked(payload: str, max_bytes: int) -> Base64Image:
     return Base64Image(payload, max_bytes)
 
 
-async def image_source(
-    value: str, policy: ImageSourcePolicy, client: httpx.AsyncClient
-) -> ImageSource:
-    """Cheap checks now (scheme, size); base64 is decoded later, on the decode pool."""
+def _local_source(value: str, policy: ImageSourcePolicy) -> ImageSource | None:
+    """A data URI or plain base64 (checked for size; decoded later, on the decode pool), or
+    None for a URL."""
     head = value[:16].lower()
     if head.startswith("data:"):
         return decode_data_uri(value, policy.max_bytes)
@@ -86,5 +85,27 @@ async def image_source(
                 "image URLs are disabled on this server; send a data: URI or base64",
                 400,
             )
-        return await fetch_image(client, value, policy.url)
+        return None
     return _checked(value, policy.max_bytes)
+
+
+async def image_sources(
+    values: list[str], policy: ImageSourcePolicy, client: httpx.AsyncClient
+) -> list[ImageSource | ImageError]:
+    """Each value's image, or why it cannot be one; a request's URLs are fetched together."""
+    out: list[ImageSource | ImageError] = []
+    urls: list[tuple[int, str]] = []
+    for i, value in enumerate(values):
+        try:
+            source = _local_source(value, policy)
+        except ImageError as exc:
+            out.append(exc)
+            continue
+        if source is None:
+            urls.append((i, value))
+        out.append(source or b"")  # a URL's place, filled in below
+    if urls:
+        fetched = await fetch_images(client, [url for _, url in urls], policy.url)
+        for (i, _), result in zip(urls, fetched, strict=True):
+            out[i] = result
+    return out

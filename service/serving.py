@@ -10,6 +10,7 @@ every worker talks to (one process serving alone starts its own).
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import socket
@@ -25,6 +26,7 @@ from fastapi import FastAPI
 
 from service import metrics
 from service.config import Settings
+from service.http_limits import HttpLimits, LimitedHttpToolsProtocol
 from service.imaging import ImageLimits
 from service.logs import setup_logging
 from service.manifest import ModelFolderError
@@ -87,20 +89,30 @@ def _check_port_free(host: str, port: int) -> None:
 
 def build_app(settings: Settings) -> FastAPI:
     from service.api.app import create_app
+    from service.api.auth import NoApiKeys, load_api_keys
     from service.registry import load_registry
     from service.runners.factory import runner_factory
 
+    try:
+        api_keys = load_api_keys(settings)  # before the models: a bad key file fails at once
+    except (NoApiKeys, OSError) as exc:
+        raise StartupError(str(exc)) from exc
     try:
         registry = load_registry(
             settings.models_dir,
             settings.models,
             settings.default_model,
             runner_factory(settings),
-            ImageLimits(settings.max_image_bytes, settings.max_image_pixels, settings.max_decode_s),
+            ImageLimits(
+                settings.max_image_bytes,
+                settings.max_image_pixels,
+                settings.max_decode_s,
+                settings.max_jpeg_scans,
+            ),
             warm_up=settings.warmup,
             exif_transpose=settings.exif_transpose,
         )
-        return create_app(settings, registry)
+        return create_app(settings, registry, api_keys)
     except (ModelFolderError, ProviderUnavailable, RunnerError, OSError) as exc:
         raise StartupError(str(exc)) from exc
 
@@ -108,11 +120,18 @@ def build_app(settings: Settings) -> FastAPI:
 def serve(settings: Settings, debug: bool = False) -> None:
     setup_logging(settings.log_level, settings.log_format)
     _check_port_free(settings.host, settings.port)
+    limits = HttpLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+    )
     options = {
         "host": settings.host,
         "port": settings.port,
         "log_config": None,
         "timeout_graceful_shutdown": int(settings.request_timeout_s),
+        "http": functools.partial(LimitedHttpToolsProtocol, limits=limits),
     }
     if settings.workers == 1:
         app = _StartupFailures(build_app(settings), debug)

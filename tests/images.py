@@ -35,16 +35,17 @@ def noise(width: int, height: int, seed: int) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB")
 
 
-def png_bomb(side: int = 20_000) -> bytes:
-    """A valid grayscale PNG of side x side black pixels, compressed to a few hundred KB."""
+def png_bomb(side: int = 20_000, bit_depth: int = 8) -> bytes:
+    """A valid grayscale PNG of side x side black pixels, compressed to a few hundred KB (at 16
+    bits and 7,000 px: 95 KB for 49 M pixels)."""
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
         body = kind + payload
         return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
 
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", side, side, bit_depth, 0, 0, 0, 0)
     comp = zlib.compressobj(9)
-    row = b"\x00" * (side + 1)
+    row = b"\x00" * (side * bit_depth // 8 + 1)
     parts = [comp.compress(row) for _ in range(side)]
     parts.append(comp.flush())
     return (
@@ -53,3 +54,14 @@ def png_bomb(side: int = 20_000) -> bytes:
         + chunk(b"IDAT", b"".join(parts))
         + chunk(b"IEND", b"")
     )
+
+
+def many_scan_jpeg(width: int, height: int, scans: int) -> bytes:
+    """A valid progressive JPEG whose last scan is repeated until it has `scans` scans: each is
+    a few bytes (a flat image's scans are all end-of-band runs) yet a pass over every block, so
+    the file stays tiny and decodes for as long as the scans make it (libjpeg only warns about
+    the repeated refinement)."""
+    data = encode(Image.new("RGB", (width, height), (120, 80, 40)), "JPEG", progressive=True)
+    last = data.rindex(b"\xff\xda")  # the last start-of-scan: only its entropy data follows
+    base = data.count(b"\xff\xda")
+    return data[:last] + data[last:-2] * (scans - base + 1) + b"\xff\xd9"

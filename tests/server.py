@@ -6,10 +6,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -81,3 +82,46 @@ def run_server(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@dataclass
+class HealthWatch:
+    """`/healthz` polled from a thread while something hostile runs: the slowest answer."""
+
+    url: str
+    slowest_s: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    status = client.get(f"{self.url}/healthz").status_code
+                    if status != 200:
+                        self.failures.append(f"HTTP {status}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                self.slowest_s = max(self.slowest_s, time.monotonic() - started)
+                self._stop.wait(0.05)
+
+
+@contextmanager
+def watch_health(url: str) -> Iterator[HealthWatch]:
+    watch = HealthWatch(url)
+    thread = threading.Thread(target=watch._run, daemon=True)
+    thread.start()
+    try:
+        yield watch
+    finally:
+        watch._stop.set()
+        thread.join()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +15,7 @@ import openai
 import pytest
 
 from tests.conftest import DEFAULT_MODEL, MODELS_DIR
-from tests.server import Server, run_server
+from tests.server import REPO, Server, free_port, peak_rss_mb, run_server, watch_health
 
 KEYS = ("env-key-1", "env-key-2")
 FILE_KEY = "file-key-3"
@@ -82,3 +87,47 @@ def test_logs_carry_request_ids_and_no_secrets(secured: Server, tmp_path: Path) 
     assert "req-123" in log
     for secret in (*KEYS, FILE_KEY, "a secret sentence"):
         assert secret not in log
+
+
+def test_unauthenticated_bodies_are_refused_before_they_are_read(secured: Server) -> None:
+    """The 401 comes from the headers alone: a client announcing 28 MB gets it without sending
+    a byte of its body, and the connection is closed (the body is never read)."""
+    port = int(secured.url.rsplit(":", 1)[1])
+    with watch_health(secured.url) as health:
+        for auth in (b"", b"Authorization: Bearer wrong\r\n"):
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(
+                    b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    + auth
+                    + b"Content-Length: 28000000\r\n\r\n"
+                )
+                reply = b""
+                while chunk := sock.recv(65536):
+                    reply += chunk
+            assert reply.startswith(b"HTTP/1.1 401 "), reply[:200]
+            assert b"www-authenticate: bearer" in reply.lower()
+            assert time.monotonic() - started < 5
+    assert not health.failures and health.slowest_s < 1.0
+    assert peak_rss_mb(secured.process.pid) < 1000
+
+
+def _start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """A server that must refuse to start: its one-line reason."""
+    cmd = [sys.executable, "-m", "service", "serve", "--port", str(free_port()), *args]
+    full_env = {**os.environ, "CLIPSERVE_DATA_DIR": str(tmp_path / "data"), **(env or {})}
+    done = subprocess.run(cmd, env=full_env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("clipserve: error:")]
+    assert len(lines) == 1, done.stderr[-2000:]
+    return lines[0]
+
+
+def test_keys_asked_for_but_none_readable_stop_start_up(tmp_path: Path) -> None:
+    args = ["--models-dir", str(MODELS_DIR), "--models", DEFAULT_MODEL]
+    reason = _start(tmp_path, *args, env={"CLIPSERVE_API_KEYS": " , "})
+    assert "--api-keys (CLIPSERVE_API_KEYS)" in reason and "no key" in reason
+    comments = tmp_path / "keys"
+    comments.write_text("# rotated out\n\n   \n# nothing here yet\n")
+    reason = _start(tmp_path, *args, "--api-keys-file", str(comments))
+    assert str(comments) in reason and "no key" in reason

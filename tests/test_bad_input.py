@@ -164,6 +164,15 @@ def url_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "http://metadata.google.internal/x.png",
         "ftp://example.com/x.png",
         "http://user:pw@example.com/x.png",
+        # IPv6 forms that carry an IPv4 address are judged by that address
+        "http://[::127.0.0.1]/x.png",  # IPv4-compatible
+        "http://[64:ff9b::127.0.0.1]/x.png",  # NAT64
+        "http://[64:ff9b::a00:1]/x.png",  # NAT64 to 10.0.0.1
+        "http://[64:ff9b:1::808:808]/x.png",  # local-use NAT64: never public
+        "http://[2002:7f00:1::]/x.png",  # 6to4 of 127.0.0.1
+        "http://[2002:a9fe:a9fe::1]/x.png",  # 6to4 of 169.254.169.254
+        "http://[::ffff:0:7f00:1]/x.png",  # SIIT
+        "http://[fec0::1]/x.png",  # site-local
     ],
 )
 def test_hostile_urls_are_refused(url_server: Server, url: str) -> None:
@@ -171,6 +180,47 @@ def test_hostile_urls_are_refused(url_server: Server, url: str) -> None:
     assert response.status_code == 400, response.text
     assert response.json()["error"]["items"][0]["code"] in ("url_not_allowed", "url_unresolvable")
     still_serving(url_server.url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com:99999/x.png",
+        "http://example.com:-1/x.png",
+        "http://[::1/x.png",
+        "http://[zz::1]/x.png",
+        "http://" + "a" * 100 + ".example/x.png",
+        "http://a..example/x.png",
+        "http://example.com/" + "a" * 100_000,
+    ],
+    ids=["port", "negative port", "open bracket", "bad ipv6", "long label", "empty label", "100k"],
+)
+def test_malformed_urls_are_client_errors(url_server: Server, url: str) -> None:
+    response = post(url_server, image_request(url))
+    error = assert_error(response, 400)
+    assert error["items"][0]["code"] == "invalid_url", error
+    still_serving(url_server.url)
+
+
+def test_data_uris_are_case_insensitive(server: Server) -> None:
+    """RFC 2397: the scheme and the `base64` token are case-insensitive."""
+    encoded = data_uri(GOOD_PNG).split(",", 1)[1]
+    for prefix in ("DATA:image/png;BASE64,", "Data:IMAGE/PNG;Base64,"):
+        assert post(server, image_request(prefix + encoded)).status_code == 200
+
+
+def test_405_names_every_method_of_the_path(server: Server) -> None:
+    """Three routes share /v1/label-sets/{name}; the 405 names all their methods."""
+    cases = {
+        ("POST", "/v1/label-sets/x"): "DELETE, GET, PUT",
+        ("PATCH", "/v1/embeddings"): "POST",
+        ("POST", "/healthz"): "GET",
+        ("DELETE", "/v1/models/mnist-clip"): "GET",
+    }
+    for (method, path), allow in cases.items():
+        response = httpx.request(method, f"{server.url}{path}")
+        assert_error(response, 405, "method_not_allowed")
+        assert response.headers["allow"] == allow, (method, path)
 
 
 def test_queue_full_answers_429_with_retry_after(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ scores by the family's rule, prompt ensembles, top-k, the text-embedding cache, 
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from typing import Any
 
 import httpx
@@ -102,8 +104,8 @@ def test_classify_errors_are_clear(server: Server) -> None:
     cases: list[tuple[dict[str, Any], int, str]] = [
         ({"images": uris, "labels": NAMES, "label_set": "x"}, 422, "invalid_request"),
         ({"images": uris, "label_set": "x", "templates": ["{}"]}, 422, "invalid_request"),
-        ({"images": [], "labels": NAMES}, 422, "invalid_request"),
-        ({"images": uris, "labels": []}, 422, "invalid_request"),
+        ({"images": [], "labels": NAMES}, 400, "empty_input"),
+        ({"images": uris, "labels": []}, 400, "empty_input"),
         ({"images": uris, "labels": NAMES, "top_k": 0}, 422, "invalid_request"),
         ({"images": uris, "labels": NAMES, "model": "nope"}, 404, "model_not_found"),
         ({"images": [uris[0], broken], "labels": NAMES}, 422, "invalid_image"),
@@ -114,3 +116,66 @@ def test_classify_errors_are_clear(server: Server) -> None:
         assert error["message"]
     bad_image = classify(server, cases[-1][0], status=422)["error"]
     assert [item["index"] for item in bad_image["items"]] == [1]
+
+
+def test_blank_labels_and_templates_are_prompts_still(server: Server) -> None:
+    """Only whole texts must say something: a blank template is the label alone, a blank label
+    the template alone (both served before the limits on labels and templates came)."""
+    uris, _ = held_out(1)
+    body = {"images": uris, "labels": ["one", ""], "templates": ["", "a photo of {}"]}
+    assert {r["label"] for r in classify(server, body)["results"][0]} == {"one", ""}
+    url = f"{server.url}/v1/label-sets/blank-label"
+    assert httpx.put(url, json={"labels": [""], "templates": [" "]}).status_code == 200
+    assert httpx.delete(url).status_code == 204
+
+
+def test_templates_with_other_fields_are_refused(server: Server) -> None:
+    uris, _ = held_out(1)
+    for template in ("{} {}", "{}{x}", "{0}", "{:>99999999}", "{", "a }"):
+        body = {"images": uris, "labels": ["one"], "templates": [template]}
+        error = classify(server, body, status=422)["error"]
+        assert error["code"] == "invalid_request" and error["param"] == "templates[0]", error
+    literal = {"images": uris, "labels": ["one"], "templates": ["{{braces}} and {}"]}
+    assert classify(server, literal)["results"][0][0]["label"] == "one"
+    label_set = httpx.put(
+        f"{server.url}/v1/label-sets/bad-template",
+        json={"labels": ["one"], "templates": ["{} {}"]},
+    )
+    assert label_set.status_code == 422, label_set.text
+
+
+def test_labels_are_texts_and_prompts_are_bounded(server: Server) -> None:
+    """A 3 MB label is refused by its length, named by index and never echoed back; labels x
+    templates beyond the prompt limit are refused before any is embedded."""
+    uris, _ = held_out(1)
+    started = time.monotonic()
+    r = httpx.post(
+        f"{server.url}/v1/classify",
+        json={"images": uris, "labels": ["one", "x" * 3_000_000]},
+        timeout=30,
+    )
+    assert r.status_code == 413, r.text[:500]
+    assert len(r.content) < 2000 and time.monotonic() - started < 10
+    error = r.json()["error"]
+    assert error["code"] == "text_too_long" and error["param"] == "labels"
+    assert [i["index"] for i in error["items"]] == [1]
+    many = {"labels": [f"label {i}" for i in range(2000)], "templates": ["{}"] * 100}
+    r = httpx.post(f"{server.url}/v1/classify", json={"images": uris, **many}, timeout=30)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_prompts", r.text
+    r = httpx.put(f"{server.url}/v1/label-sets/too-many", json=many, timeout=30)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_prompts", r.text
+
+
+def test_more_prompts_than_the_queue_holds_go_through_in_chunks(server: Server) -> None:
+    """700 new labels x 3 templates = 2,100 prompts, more than the 2,048-item queue: embedded
+    chunk by chunk instead of refused with 429 every time."""
+    uris, _ = held_out(2)
+    labels = [f"digit {i} {uuid.uuid4().hex}" for i in range(700)]
+    out = classify(server, {"images": uris, "labels": labels, "top_k": 3})
+    assert [len(r) for r in out["results"]] == [3, 3]
+    put = httpx.put(
+        f"{server.url}/v1/label-sets/chunked",
+        json={"labels": [f"{label} again" for label in labels]},
+        timeout=60,
+    )
+    assert put.status_code == 200 and put.json()["count"] == 700, put.text

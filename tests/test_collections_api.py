@@ -289,7 +289,7 @@ def test_points_get_and_delete(srv: Server, digits: tuple[list[str], np.ndarray]
             400,
             "dimension_mismatch",
         ),
-        ("post", "/v1/collections/digits/points", {"items": []}, 422, "invalid_request"),
+        ("post", "/v1/collections/digits/points", {"items": []}, 400, "empty_input"),
         (
             "post",
             "/v1/collections/digits/points",

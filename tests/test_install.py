@@ -87,6 +87,8 @@ def _serves_the_bundled_model(python: Path, cwd: Path) -> Path:
         assert names, names
         answer = httpx.post(f"{url}/v1/embeddings", json={"input": ["seven"]}, timeout=30)
         assert answer.status_code == 200, answer.text
+        for page in ("", "playground.js", "playground.css"):  # package data, in wheels too
+            assert httpx.get(f"{url}/ui/{page}").status_code == 200, page
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -13,16 +13,9 @@ import pytest
 
 from tests.conftest import DEFAULT_MODEL, MODELS_DIR
 from tests.images import data_uri, encode, noise
-from tests.server import run_server
+from tests.server import peak_rss_mb, run_server
 
 ARGS = ["--models-dir", str(MODELS_DIR), "--models", DEFAULT_MODEL]
-
-
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
 
 
 @pytest.mark.slow
@@ -76,6 +69,6 @@ def test_flood_gets_429_never_5xx_and_memory_stays_bounded(tmp_path: Path) -> No
         assert all(s < 500 for s in statuses), sorted(set(statuses))
         assert statuses.count(429) > 0 and statuses.count(200) > 0
         assert all(r.headers.get("retry-after") for r in responses if r.status_code == 429)
-        peak = _peak_rss_mb(srv.process.pid)
+        peak = peak_rss_mb(srv.process.pid)
         assert peak < MEMORY_BOUND_MB, f"peak RSS {peak:.0f} MB"
         assert httpx.get(f"{srv.url}/healthz").status_code == 200

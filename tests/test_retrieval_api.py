@@ -174,7 +174,6 @@ def nested(depth: int) -> dict[str, Any]:
         ("recommend", {"positive": [{"id": 1}], "strategy": "median"}),
         ("points/scroll", {"limit": 1001}),
         ("points/count", {"exact": "yes"}),
-        ("points/payload", {"ids": list(range(10_001)), "payload": {}}),
         ("points/payload/delete", {"ids": [1], "keys": []}),
         ("search", {"query": {"id": 1}, "with_payload": {"include": 5}}),
         ("search", {"query": {"id": 1}, "with_payload": ["a..b"]}),  # the engines fail on it
@@ -190,6 +189,21 @@ def nested(depth: int) -> dict[str, Any]:
 def test_bounds_and_shapes_answer_422(coll: str, path: str, body: dict[str, Any]) -> None:
     r = httpx.post(f"{coll}/{path}", json=body)
     assert r.status_code == 422 and error(r)["code"] == "invalid_request", r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("points/payload", {"payload": {}}),
+        ("points/payload/delete", {"keys": ["s"]}),
+    ],
+)
+def test_id_lists_are_counted_as_elsewhere(coll: str, path: str, body: dict[str, Any]) -> None:
+    """Point ids are the request limits' `max_ids` (10,000), counted before any is validated."""
+    r = httpx.post(f"{coll}/{path}", json={**body, "ids": list(range(10_001))})
+    assert (r.status_code, error(r)["code"], error(r)["param"]) == (413, "too_many_items", "ids")
+    r = httpx.post(f"{coll}/{path}", json={**body, "ids": []})
+    assert (r.status_code, error(r)["code"]) == (400, "empty_input"), r.text
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,14 @@ integers) or could not read back (payloads nested too deep, too large)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.server import Server
+from tests.server import Server, watch_health
 
 DIM = 64  # the shipped default model's dimension
 
@@ -171,3 +172,34 @@ def test_payloads_at_the_limits_are_stored_and_read_back(coll: str) -> None:
         assert httpx.get(f"{coll}/points/{i}").json()["payload"] == p
     hits = httpx.post(f"{coll}/search", json={"query": {"vector": vector(0)}, "limit": 3})
     assert hits.status_code == 200 and len(hits.json()["results"]) == 3
+
+
+def test_point_lists_are_counted_before_their_items_are_validated(
+    server: Server, coll: str
+) -> None:
+    """Upserted items (`max_items`, 64 on the session server) and point ids (10,000) are counted
+    first: a flood of bad items is one 413, never a validation of each; nothing is deleted."""
+    assert upsert(coll, [{"id": 1, "vector": vector(1)}]).status_code == 200
+    too_many = [{"id": i, "vector": vector(i)} for i in range(65)]
+    bogus = [{"bogus": i} for i in range(100_000)]
+    ids = list(range(10_001))
+    with watch_health(server.url) as health:
+        started = time.monotonic()
+        responses = {
+            "items": [upsert(coll, too_many), upsert(coll, bogus)],
+            "ids": [
+                httpx.post(f"{coll}/points/exists", json={"ids": ids}),
+                httpx.post(f"{coll}/points/delete", json={"ids": ids}),
+            ],
+        }
+        elapsed = time.monotonic() - started
+    for param, answers in responses.items():
+        for r in answers:
+            assert r.status_code == 413, r.text
+            assert error(r)["code"] == "too_many_items" and error(r)["param"] == param
+    assert elapsed < 10, f"{elapsed:.1f}s"
+    assert not health.failures and health.slowest_s < 1.0
+    assert httpx.get(coll).json()["count"] == 1
+    schemas = httpx.get(f"{server.url}/openapi.json").json()["components"]["schemas"]
+    assert schemas["UpsertRequest"]["properties"]["items"]["maxItems"] == 64
+    assert schemas["PointIds"]["properties"]["ids"]["maxItems"] == 10_000

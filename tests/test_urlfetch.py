@@ -15,7 +15,7 @@ import pytest
 
 import service.urlfetch as urlfetch
 from service.imaging import ImageError
-from service.urlfetch import UrlPolicy, fetch_image, is_public_address
+from service.urlfetch import UrlPolicy, fetch_images, is_public_address
 from tests.images import blocks, encode
 
 PNG = encode(blocks(), "PNG")
@@ -35,6 +35,7 @@ class Handler(BaseHTTPRequestHandler):
             "/loop": (302, {"Location": "/loop"}, b""),
             "/big": (200, {"Content-Type": "image/png"}, b"x" * 300_000),
             "/missing": (404, {}, b""),
+            "/to-data": (302, {"Location": "data:image/png;base64," + "A" * 5000}, b""),
         }
         if self.path == "/slow":
             self.send_response(200)
@@ -79,7 +80,10 @@ def fake_public_dns(monkeypatch: pytest.MonkeyPatch) -> None:
 def fetch(url: str, **policy: object) -> bytes:
     async def go() -> bytes:
         async with httpx.AsyncClient(trust_env=False) as client:
-            return await fetch_image(client, url, UrlPolicy(**policy))  # type: ignore[arg-type]
+            (result,) = await fetch_images(client, [url], UrlPolicy(**policy))  # type: ignore[arg-type]
+        if isinstance(result, ImageError):
+            raise result
+        return result
 
     return asyncio.run(go())
 
@@ -97,10 +101,51 @@ def test_address_classes() -> None:
         "0.0.0.0",
         "100.64.0.1",
         "224.0.0.1",
+        "::127.0.0.1",  # IPv4-compatible
+        "::ffff:0:7f00:1",  # SIIT
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "64:ff9b:1::808:808",  # local-use NAT64 prefix: never public
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
+        "fec0::1",  # site-local
     ):
         assert not is_public_address(addr), addr
-    for addr in ("8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"):
+    for addr in ("8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::808:808"):
         assert is_public_address(addr), addr
+
+
+def fetch_all(urls: list[str], **policy: object) -> list[bytes | ImageError]:
+    async def go() -> list[bytes | ImageError]:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return await fetch_images(client, urls, UrlPolicy(**policy))  # type: ignore[arg-type]
+
+    return asyncio.run(go())
+
+
+def test_a_requests_urls_share_one_deadline(origin: int, fake_public_dns: None) -> None:
+    """Twelve slow URLs (5 s each) cost one timeout, not twelve; the fast one still arrives."""
+    base = f"http://images.example:{origin}"
+    started = time.monotonic()
+    results = fetch_all([f"{base}/ok.png"] + [f"{base}/slow"] * 12, timeout_s=2.0, concurrency=16)
+    assert time.monotonic() - started < 4.5  # one request-wide timeout (one by one: 24 s)
+    assert results[0] == PNG
+    assert all(isinstance(r, ImageError) and r.code == "url_timeout" for r in results[1:])
+
+
+def test_a_requests_urls_share_one_byte_budget(origin: int, fake_public_dns: None) -> None:
+    base = f"http://images.example:{origin}"
+    results = fetch_all([f"{base}/big"] * 5, max_request_bytes=1_000_000, concurrency=1)
+    assert results[:3] == [b"x" * 300_000] * 3
+    assert [r.code for r in results[3:] if isinstance(r, ImageError)] == ["url_budget_exceeded"] * 2
+    assert all(r.status == 413 for r in results[3:] if isinstance(r, ImageError))
+
+
+def test_redirect_to_a_data_uri_is_a_client_error(origin: int, fake_public_dns: None) -> None:
+    with pytest.raises(ImageError) as err:
+        fetch(f"http://images.example:{origin}/to-data")
+    assert err.value.status == 400
 
 
 def test_fetch_and_same_host_redirect(origin: int, fake_public_dns: None) -> None:

@@ -60,8 +60,12 @@ class ApiError(Exception):
         self.param, self.items, self.headers = param, items, headers
 
 
+# A response names at most this many bad items (the count says how many there were).
+MAX_REPORTED_ITEMS = 100
+
+
 class ItemErrors(ApiError):
-    """Some items of a batch are bad: one response naming each by index."""
+    """Some items of a batch are bad: one response naming each by index (the first hundred)."""
 
     def __init__(self, errors: list[tuple[int, ImageError | ApiError]], param: str) -> None:
         items = [
@@ -70,14 +74,14 @@ class ItemErrors(ApiError):
                 "code": e.code,
                 "message": str(e) if isinstance(e, ImageError) else e.message,
             }
-            for i, e in errors
+            for i, e in errors[:MAX_REPORTED_ITEMS]
         ]
         status = max(e.status for _, e in errors)
         first = items[0]
         super().__init__(
             status,
             str(first["code"]),
-            f"{len(items)} input(s) failed; first {param}[{first['index']}]: {first['message']}",
+            f"{len(errors)} input(s) failed; first {param}[{first['index']}]: {first['message']}",
             param=param,
             items=items,
         )

@@ -10,17 +10,21 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.api import limits
+from service.api.auth import key_error
 from service.api.errors import ApiError, error_response
+from service.api.limits import RequestLimits
 from service.logs import request_id
 
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
 
 
 class RequestContext:
-    """Give every request an id (the client's `X-Request-ID` if sane), for logs and the reply."""
+    """Give every request an id (the client's `X-Request-ID` if sane), for logs and the reply,
+    and the server's request limits, for validation."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, limits: RequestLimits) -> None:
+        self.app, self.limits = app, limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -29,6 +33,7 @@ class RequestContext:
         given = dict(scope.get("headers", ())).get(b"x-request-id", b"")
         rid = given.decode() if _SAFE_ID.match(given) else uuid.uuid4().hex
         token = request_id.set(rid)
+        limits.use(self.limits)
 
         async def with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -40,6 +45,26 @@ class RequestContext:
             await self.app(scope, receive, with_id)
         finally:
             request_id.reset(token)
+
+
+class ApiKeyGate:
+    """Refuse a request to a protected path without a valid key before its body is read (a
+    28 MB body used to be parsed before the 401). The connection is closed so that an unread
+    body is never taken for the next request."""
+
+    def __init__(self, app: ASGIApp, keys: tuple[bytes, ...], protected: tuple[str, ...]) -> None:
+        self.app, self.keys, self.protected = app, keys, protected
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.protected):
+            given = dict(scope.get("headers", ())).get(b"authorization")
+            error = key_error(self.keys, given.decode("latin-1") if given else None)
+            if error is not None:
+                response = error_response(error)
+                response.headers["Connection"] = "close"
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

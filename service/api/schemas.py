@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.api.limits import Counted, Documented
+
+Text = Annotated[str, Documented("max_text_chars")]
 
 
 class _Request(BaseModel):
@@ -12,7 +16,7 @@ class _Request(BaseModel):
 
 
 class TextItem(_Request):
-    text: str
+    text: Text
 
 
 class ImageItem(_Request):
@@ -21,16 +25,21 @@ class ImageItem(_Request):
 
 class EmbeddingsRequest(_Request):
     model: str | None = Field(None, description="model id; optional when one model is loaded")
-    input: str | list[str | TextItem | ImageItem] = Field(
-        description="a text, a list of texts (or images with modality=image), or typed items"
-    )
+    input: (
+        str
+        | Annotated[
+            list[str | TextItem | ImageItem], Field(fail_fast=True), Counted("max_items", "input")
+        ]
+    ) = Field(description="a text, a list of texts (or images with modality=image), or typed items")
     modality: Literal["text", "image"] | None = Field(
         None,
         description="how plain strings in `input` are read; default: as texts, except "
         "`data:image/...` URIs, which are images ('text' reads those as text too)",
     )
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, gt=0, description="must equal the model's dimension")
+    dimensions: Annotated[int, Documented("dimensions", "enum")] | None = Field(
+        None, gt=0, description="must equal the model's dimension"
+    )
     user: str | None = None
 
     @model_validator(mode="before")

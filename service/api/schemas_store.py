@@ -13,12 +13,18 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
+    ValidationError,
+    WrapValidator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from qdrant_client import models
 
-from service.store.filters import KEY_PATTERN, QdrantFilter
+from service.api import limits
+from service.api.limits import Counted, Documented
+from service.store.filters import KEY_PATTERN, Filter, FilterError, parse_filter
 from service.store.types import IndexKind, Strategy
+from service.thumbnails import MAX_SIDE, MIN_SIDE, THUMBNAIL_KEY
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 PointId = int | str
@@ -52,8 +58,23 @@ MAX_BATCH_SEARCHES = 64  # searches in one search/batch
 MAX_BATCH_RANKED = 10_000  # their offset + limit together
 MAX_EXAMPLES = 64  # positive, and negative, examples of one recommend
 MAX_SCROLL_LIMIT = 1000  # points per scroll page
-MAX_IDS = 10_000  # point ids in one request
 MAX_HNSW_EF = 65_536  # beam of an HNSW search
+
+
+def _filter(value: Any, _handler: Any) -> Filter:
+    """Qdrant's filter JSON, parsed under this request's filter limits; a refusal becomes a
+    validation error that keeps its code and status (errors.py answers with them)."""
+    try:
+        return parse_filter(value, limits.current().filter)
+    except FilterError as exc:
+        error = PydanticCustomError(exc.code, exc.message, {"status": exc.status})
+        raise ValidationError.from_exception_data(
+            "Filter", [{"type": error, "loc": exc.path, "input": value}]
+        ) from None
+
+
+QdrantFilter = Annotated[Filter, WrapValidator(_filter)]
+Ids = Annotated[list[PointId], Field(fail_fast=True), Counted("max_ids", "ids")]
 
 
 class _Request(BaseModel):
@@ -75,6 +96,13 @@ class CollectionCreate(_Request):
         description='payload keys to index by type, e.g. {"digit": "integer"}: filters on them '
         "stay fast as the collection grows; scroll's order_by needs an integer, float or "
         "datetime index on its key",
+    )
+    thumbnail_size: int | None = Field(
+        None,
+        ge=MIN_SIDE,
+        le=MAX_SIDE,
+        description="keep a JPEG thumbnail (at most this many pixels a side) of each upserted "
+        "image, served by GET .../points/{id}/thumbnail (default: none)",
     )
 
 
@@ -102,11 +130,13 @@ class PointIn(_Request):
         given = [k for k in ("image", "text", "vector") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("each item needs exactly one of 'image', 'text' or 'vector'")
+        if self.payload and THUMBNAIL_KEY in self.payload:
+            raise ValueError(f"payload key {THUMBNAIL_KEY!r} is reserved for thumbnails")
         return self
 
 
 class UpsertRequest(_Request):
-    items: list[PointIn] = Field(min_length=1)
+    items: Annotated[list[PointIn], Field(fail_fast=True), Counted("max_items", "items")]
 
 
 class UpsertResponse(BaseModel):
@@ -115,7 +145,7 @@ class UpsertResponse(BaseModel):
 
 
 class PointIds(_Request):
-    ids: list[PointId] = Field(min_length=1, max_length=MAX_IDS)
+    ids: Ids
 
 
 class ExistingIds(BaseModel):
@@ -131,7 +161,7 @@ class PointOut(BaseModel):
 class Selection(_Request):
     """Points by id or by filter (deletes, payload updates)."""
 
-    ids: list[PointId] | None = Field(None, min_length=1, max_length=MAX_IDS)
+    ids: Ids | None = None
     filter: QdrantFilter | None = None
 
     @model_validator(mode="after")
@@ -279,12 +309,49 @@ class CountResponse(BaseModel):
     count: int
 
 
+Label = Annotated[str, Documented("max_text_chars")]
+Labels = Annotated[list[Label], Field(fail_fast=True), Counted("max_prompts", "labels")]
+# str.format fields other than one plain {} (e.g. "{} {}", "{x}", "{:>99999999}") are refused
+_TEMPLATE = r"^(?:[^{}]|\{\{|\}\})*(?:\{\}(?:[^{}]|\{\{|\}\})*)?$"
+Template = Annotated[
+    str,
+    Documented("max_text_chars"),
+    Field(
+        pattern=_TEMPLATE,
+        description="a prompt with at most one {} where the label goes (else it is appended); "
+        "literal braces doubled",
+    ),
+]
+Templates = Annotated[list[Template], Field(min_length=1, max_length=100, fail_fast=True)]
+
+
 class ClassifyRequest(_Request):
+    # exactly one of labels or label_set; templates only with labels (the validator below)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["labels"],
+                    "properties": {"labels": {"type": "array"}, "label_set": {"type": "null"}},
+                },
+                {
+                    "required": ["label_set"],
+                    "properties": {
+                        "label_set": {"type": "string"},
+                        "labels": {"type": "null"},
+                        "templates": {"type": "null"},
+                    },
+                },
+            ]
+        }
+    )
     model: str | None = None
-    images: list[str] = Field(min_length=1, description="data: URIs or base64")
-    labels: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    images: Annotated[list[str], Field(fail_fast=True), Counted("max_items", "images")] = Field(
+        description="data: URIs or base64"
+    )
+    labels: Labels | None = None
     label_set: str | None = None
-    templates: list[str] | None = Field(None, min_length=1, max_length=100)
+    templates: Templates | None = None
     top_k: int = Field(5, ge=1, le=1000)
 
     @model_validator(mode="after")
@@ -308,8 +375,8 @@ class ClassifyResponse(BaseModel):
 
 class LabelSetCreate(_Request):
     model: str | None = None
-    labels: list[str] = Field(min_length=1, max_length=100_000)
-    templates: list[str] | None = Field(None, min_length=1, max_length=100)
+    labels: Labels
+    templates: Templates | None = None
 
 
 class LabelSetOut(BaseModel):

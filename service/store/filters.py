@@ -32,8 +32,7 @@ from typing import Annotated, Any, Union
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ValidationError, WrapValidator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ValidationError
 from qdrant_client import models
 
 PointId = int | str
@@ -526,31 +525,6 @@ def parse_filter(raw: Any, limits: FilterLimits | None = None) -> models.Filter:
 def filter_json(flt: models.Filter) -> dict[str, Any]:
     """The JSON of a parsed filter (Qdrant's, `except` spelled so), for another process."""
     return flt.model_dump(mode="json", exclude_none=True, by_alias=True)
-
-
-# --- in request schemas -----------------------------------------------------------------------
-_limits = FilterLimits()
-
-
-def set_limits(limits: FilterLimits) -> None:
-    """The server's limits (from settings, at start-up) for the `QdrantFilter` fields below:
-    request schemas are validated before a route can hand them anything."""
-    global _limits
-    _limits = limits
-
-
-def _validate(value: Any, _handler: Any) -> models.Filter:
-    try:
-        return parse_filter(value, _limits)
-    except FilterError as exc:
-        error = PydanticCustomError(exc.code, exc.message, {"status": exc.status})
-        raise ValidationError.from_exception_data(
-            "Filter", [{"type": error, "loc": exc.path, "input": value}]
-        ) from None
-
-
-QdrantFilter = Annotated[models.Filter, WrapValidator(_validate)]
-"""A request field holding Qdrant's filter JSON: bounded, validated, explained (see above)."""
 
 
 # --- translations ------------------------------------------------------------------------------

@@ -61,6 +61,9 @@ class CollectionOptions:
     replication_factor: int | None = None
     # payload key -> keyword | integer | float | bool | uuid: filters on it use an index
     payload_indexes: dict[str, IndexKind] = field(default_factory=dict)
+    # a JPEG thumbnail of each upserted image, at most this many pixels a side (None: none);
+    # kept in the point's payload by the HTTP layer (service/thumbnails.py)
+    thumbnail_size: int | None = None
 
 
 SERVER_ONLY_OPTIONS = ("shard_number", "replication_factor")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Response
 from service.api.deps import AppState, State
 from service.api.errors import ApiError
 from service.api.responses import FastJSONRoute
-from service.api.routes.embeddings import check_items, embed_image_strings, unknown_tokens_header
+from service.api.routes.embeddings import check_texts, embed_image_strings, unknown_tokens_header
 from service.api.schemas import ErrorResponse
 from service.api.schemas_store import (
     NAME_PATTERN,
@@ -37,17 +37,31 @@ def templates_for(model: LoadedModel, given: list[str] | None) -> list[str]:
     return given or model.manifest.templates or DEFAULT_TEMPLATES
 
 
-def unknown_label_tokens(model: LoadedModel, labels: list[str]) -> int:
-    """Tokens of the labels the model's vocabulary does not know: such labels share one
-    embedding and score alike (the X-Unknown-Tokens response header)."""
-    if model.tokenizer is None:
-        return 0
-    return int(model.tokenizer.encode_counting_unknown(labels)[2].sum())
+async def unknown_label_tokens(
+    state: AppState, model: LoadedModel, labels: list[str]
+) -> dict[str, str]:
+    """The X-Unknown-Tokens header: tokens of the labels the model's vocabulary does not know
+    (such labels share one embedding and score alike)."""
+    return unknown_tokens_header(await state.embedder.unknown_tokens(model, labels))
 
 
 async def label_prototypes(
     state: AppState, model: LoadedModel, labels: list[str], templates: list[str]
 ) -> np.ndarray:
+    """Limits first (labels and templates are texts; every prompt is embedded), then the
+    prompts through the text cache and the queue."""
+    check_texts(state, labels, "labels", allow_blank=True)
+    check_texts(state, templates, "templates", allow_blank=True)
+    prompts, limit = len(labels) * len(templates), state.settings.max_prompts
+    if prompts > limit:
+        raise ApiError(
+            413,
+            "too_many_prompts",
+            f"{len(labels)} labels x {len(templates)} templates = {prompts} prompts, "
+            f"limit {limit} per request",
+            param="labels",
+        )
+
     async def encode(texts: list[str]) -> np.ndarray:
         return (await state.embedder.embed_texts(model, texts)).vectors
 
@@ -56,7 +70,6 @@ async def label_prototypes(
 
 @router.post("/classify", response_model=ClassifyResponse, responses=_ERRORS)
 async def classify(body: ClassifyRequest, state: State, response: Response) -> ClassifyResponse:
-    check_items(state, len(body.images), "images")
     if body.label_set is not None:
         label_set = await state.store.label_set(body.label_set)
         model = state.registry.get(body.model or label_set.model)
@@ -72,7 +85,7 @@ async def classify(body: ClassifyRequest, state: State, response: Response) -> C
         model = state.registry.get(body.model)
         labels = list(body.labels or [])
         protos = await label_prototypes(state, model, labels, templates_for(model, body.templates))
-        response.headers.update(unknown_tokens_header(unknown_label_tokens(model, labels)))
+        response.headers.update(await unknown_label_tokens(state, model, labels))
     images = await embed_image_strings(state, model, body.images, "images")
     probs = scores(model.manifest, images, protos)
     return ClassifyResponse.model_validate(
@@ -113,7 +126,7 @@ async def put_label_set(
     templates = templates_for(model, body.templates)
     labels = list(dict.fromkeys(body.labels))
     protos = await label_prototypes(state, model, labels, templates)
-    response.headers.update(unknown_tokens_header(unknown_label_tokens(model, labels)))
+    response.headers.update(await unknown_label_tokens(state, model, labels))
     label_set = LabelSet(name, model.name, labels, templates, protos)
     await state.store.put_label_set(label_set)
     return _label_set_out(label_set, with_labels=False)

@@ -1,8 +1,10 @@
-"""Collections of embeddings in Qdrant: create/get/delete; points: upsert, get, scroll, count,
-payload updates, delete. Searches are in `search.py`."""
+"""Collections of embeddings in Qdrant: create/get/delete; points: upsert, get (and thumbnail),
+scroll, count, payload updates, delete. Searches are in `search.py`."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import json
 import uuid
@@ -18,8 +20,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from service.api.deps import AppState, State
 from service.api.errors import ApiError, ItemErrors
 from service.api.responses import FastJSONRoute
-from service.api.routes.embeddings import check_items
-from service.api.routes.vectors import check_id, resolve_vectors, single_error
+from service.api.routes.vectors import check_id, collection_model, resolve_vectors, single_error
 from service.api.schemas import ErrorResponse
 from service.api.schemas_store import (
     NAME_PATTERN,
@@ -41,14 +42,13 @@ from service.api.schemas_store import (
     UpsertRequest,
     UpsertResponse,
 )
+from service.embedder import DeadlineExceeded
 from service.imaging import ImageError
+from service.inputs import ImageSource, source_bytes
+from service.registry import LoadedModel
 from service.store.limits import PayloadLimits, has_ambiguous_number, payload_problem
-from service.store.types import (
-    CollectionInfo,
-    CollectionOptions,
-    PointId,
-    ScrollQuery,
-)
+from service.store.types import CollectionInfo, CollectionOptions, PointId, ScrollQuery
+from service.thumbnails import THUMBNAIL_KEY, make_thumbnail, split_thumbnail
 
 # `/points/<action>` routes: never a point id, so `GET .../points/delete` answers 405 (the
 # action's methods in Allow) instead of looking up a point named "delete". Add new actions here.
@@ -139,6 +139,32 @@ def _limits(state: AppState) -> PayloadLimits:
     return PayloadLimits(s.max_payload_bytes, s.max_payload_depth, s.max_payload_keys)
 
 
+async def _with_thumbnails(
+    state: AppState,
+    model: LoadedModel,
+    side: int,
+    payloads: list[dict[str, Any] | None],
+    sources: dict[int, ImageSource],
+) -> list[dict[str, Any] | None]:
+    """The payloads with a thumbnail in each image item's: made in one thread off the event loop
+    (it decodes each image again, at reduced scale for JPEGs), within the request's deadline."""
+    pre = model.images
+    assert pre is not None
+
+    def make() -> dict[int, str]:
+        return {i: make_thumbnail(source_bytes(s), side, pre) for i, s in sources.items()}
+
+    deadline = state.settings.request_timeout_s
+    try:
+        async with asyncio.timeout(deadline):
+            made = await asyncio.to_thread(make)
+    except TimeoutError:
+        raise DeadlineExceeded(f"thumbnails not made within {deadline}s") from None
+    return [
+        {**(p or {}), THUMBNAIL_KEY: made[i]} if i in made else p for i, p in enumerate(payloads)
+    ]
+
+
 async def _checked_payloads(
     state: AppState,
     request: Request,
@@ -172,7 +198,6 @@ async def upsert_points(
 ) -> UpsertResponse:
     """All or nothing: if any item is bad, none is written and each bad item is listed.
     The answer comes only after Qdrant has written the points."""
-    check_items(state, len(body.items), "items")
     payloads = await _checked_payloads(
         state,
         request,
@@ -182,7 +207,12 @@ async def upsert_points(
     )
     info = await state.store.collection(name, count=False)
     ids = [check_id(it.id) if it.id is not None else content_id(it) for it in body.items]
-    vectors = await resolve_vectors(state, info, body.items, "items")
+    vectors, sources = await resolve_vectors(state, info, body.items, "items")
+    if info.options.thumbnail_size and sources:
+        model = collection_model(state, info)
+        payloads = await _with_thumbnails(
+            state, model, info.options.thumbnail_size, payloads, sources
+        )
     await state.store.upsert(name, ids, vectors, payloads)
     return UpsertResponse(ids=ids)
 
@@ -199,7 +229,27 @@ async def existing_points(name: Name, body: PointIds, state: State) -> ExistingI
 async def get_point(name: Name, point_id: str, state: State, with_vector: bool = False) -> PointOut:
     await state.store.collection(name, count=False)
     p = await state.store.get_point(name, check_id(point_id), with_vector)
-    return PointOut(id=p.id, payload=p.payload, vector=p.vector)
+    return PointOut(id=p.id, payload=split_thumbnail(p.payload)[0], vector=p.vector)
+
+
+@router.get(
+    "/{name}/points/{point_id:point_id}/thumbnail",
+    response_class=Response,
+    responses={**ERRORS, 200: {"content": {"image/jpeg": {}}, "description": "a JPEG"}},
+)
+async def get_thumbnail(name: Name, point_id: str, state: State) -> Response:
+    """The point's thumbnail (collections created with `thumbnail_size`), as a JPEG."""
+    await state.store.collection(name, count=False)
+    p = await state.store.get_point(name, check_id(point_id), with_vector=False)
+    thumbnail = split_thumbnail(p.payload)[1]
+    if thumbnail is None:
+        raise ApiError(
+            404,
+            "thumbnail_not_found",
+            f"point {p.id!r} has no thumbnail: only images upserted into a collection created "
+            "with thumbnail_size have one",
+        )
+    return Response(base64.b64decode(thumbnail), media_type="image/jpeg")
 
 
 @router.delete("/{name}/points/{point_id:point_id}", status_code=204, responses=ERRORS)

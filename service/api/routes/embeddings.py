@@ -11,11 +11,12 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from service.api.deps import AppState, State
 from service.api.errors import ApiError, ItemErrors
+from service.api.limits import check_count
 from service.api.responses import FastJSON, FastJSONRoute
 from service.api.schemas import EmbeddingsRequest, EmbeddingsResponse, ErrorResponse, ImageItem
 from service.embedder import ImageBatchError
 from service.imaging import ImageError
-from service.inputs import ImageSource, image_source
+from service.inputs import ImageSource, image_sources
 from service.registry import LoadedModel
 
 router = APIRouter(prefix="/v1", tags=["embeddings"], route_class=FastJSONRoute)
@@ -31,22 +32,20 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def check_items(state: AppState, count: int, param: str = "input") -> None:
-    if count == 0:
-        raise ApiError(400, "empty_input", f"{param} is empty", param=param)
-    if count > state.settings.max_items:
-        raise ApiError(
-            413,
-            "too_many_items",
-            f"{count} inputs, limit {state.settings.max_items} per request",
-            param=param,
-        )
+    check_count(count, state.settings.max_items, param)
 
 
 def check_texts(
-    state: AppState, texts: Sequence[str], param: str = "input", at: Sequence[int] | None = None
+    state: AppState,
+    texts: Sequence[str],
+    param: str = "input",
+    at: Sequence[int] | None = None,
+    allow_blank: bool = False,
 ) -> None:
-    """Too long or empty texts, each by its index in the request (`at`: the request index of
-    each text, when `texts` are a part of the items)."""
+    """Every text (or label, or template) too long or empty, named by its index in the request
+    (`at`: the request index of each text, when `texts` are a part of the items); before any of
+    them is cleaned or tokenised. Labels and templates may be blank (`allow_blank`): each is
+    only a part of the prompt that is embedded."""
     limit = state.settings.max_text_chars
     bad: list[tuple[int, ImageError | ApiError]] = []
     for i, t in enumerate(texts):
@@ -54,7 +53,7 @@ def check_texts(
             bad.append(
                 (i, ApiError(413, "text_too_long", f"text has {len(t)} characters, limit {limit}"))
             )
-        elif not t.strip():  # embeds as the start and end tokens alone: a vector, but no meaning
+        elif not allow_blank and not t.strip():  # the start and end tokens alone: no meaning
             bad.append((i, ApiError(400, "empty_text", "text is empty: there is nothing to embed")))
     if bad:
         raise ItemErrors([(i if at is None else at[i], e) for i, e in bad], param)
@@ -74,13 +73,21 @@ async def embed_image_strings(
     state: AppState, model: LoadedModel, values: list[str], param: str = "input"
 ) -> np.ndarray:
     """Resolve (data URI / base64 / URL) and embed images; every bad item is reported by index."""
+    return (await embed_image_sources(state, model, values, param))[0]
+
+
+async def embed_image_sources(
+    state: AppState, model: LoadedModel, values: list[str], param: str = "input"
+) -> tuple[np.ndarray, list[ImageSource]]:
+    """`embed_image_strings`, and the resolved images (a URL is fetched once) for a caller that
+    needs their bytes too (thumbnails)."""
     blobs: list[tuple[int, ImageSource]] = []
     bad: list[tuple[int, ImageError | ApiError]] = []
-    for i, value in enumerate(values):
-        try:
-            blobs.append((i, await image_source(value, state.image_sources, state.http)))
-        except ImageError as exc:
-            bad.append((i, exc))
+    for i, source in enumerate(await image_sources(values, state.image_sources, state.http)):
+        if isinstance(source, ImageError):
+            bad.append((i, source))
+        else:
+            blobs.append((i, source))
     vectors = np.empty((0, model.dim), dtype=np.float32)
     if blobs:
         try:
@@ -89,7 +96,7 @@ async def embed_image_strings(
             bad += [(blobs[i][0], err) for i, err in exc.errors]
     if bad:
         raise ItemErrors(sorted(bad, key=lambda pair: pair[0]), param)
-    return vectors
+    return vectors, [b for _, b in blobs]
 
 
 async def embed_image_blobs(
@@ -140,8 +147,7 @@ async def create_embeddings(body: EmbeddingsRequest, state: State) -> FastJSON:
             "shortened",
             param="dimensions",
         )
-    items = [body.input] if isinstance(body.input, str) else body.input
-    check_items(state, len(items))
+    items = [body.input] if isinstance(body.input, str) else body.input  # counted already
     texts: list[tuple[int, str]] = []
     images: list[tuple[int, str]] = []
     for i, item in enumerate(items):

@@ -24,6 +24,7 @@ from service.api.schemas_store import (
     SearchResponse,
 )
 from service.store.types import Hit, PointId, Recommend, SearchQuery
+from service.thumbnails import split_thumbnail
 
 router = APIRouter(prefix="/v1/collections", tags=["search"], route_class=FastJSONRoute)
 
@@ -50,7 +51,11 @@ def _examples(queries: Sequence[Query]) -> list[PointId]:
 
 
 def _results(hits: list[Hit]) -> list[SearchHit]:
-    return [SearchHit(id=h.id, score=h.score, payload=h.payload, vector=h.vector) for h in hits]
+    """Hits as answered: a thumbnail is served by its own route, never inside a payload."""
+    return [
+        SearchHit(id=h.id, score=h.score, payload=split_thumbnail(h.payload)[0], vector=h.vector)
+        for h in hits
+    ]
 
 
 @router.post("/{name}/search", response_model=SearchResponse, responses=ERRORS)
@@ -66,7 +71,7 @@ async def search_batch(name: Name, body: BatchSearchRequest, state: State) -> Ba
     """Several searches in one request: their texts embedded in one batch, their images in
     another, and one planned batch in the engine; results in request order."""
     info = await state.store.collection(name, count=False)
-    vectors = await resolve_vectors(state, info, [s.query for s in body.searches], "searches")
+    vectors, _ = await resolve_vectors(state, info, [s.query for s in body.searches], "searches")
     queries = [
         _query(s, v, _examples([s.query])) for s, v in zip(body.searches, vectors, strict=True)
     ]
@@ -81,7 +86,7 @@ async def recommend(name: Name, body: RecommendRequest, state: State) -> SearchR
     info = await state.store.collection(name, count=False)
 
     async def resolve(examples: list[Query], param: str) -> list[list[float]]:
-        return (await resolve_vectors(state, info, examples, param)).tolist() if examples else []
+        return (await resolve_vectors(state, info, examples, param))[0].tolist() if examples else []
 
     positive, negative = await asyncio.gather(
         resolve(body.positive, "positive"), resolve(body.negative, "negative")

@@ -11,9 +11,10 @@ import numpy as np
 
 from service.api.deps import AppState
 from service.api.errors import ApiError, ItemErrors
-from service.api.routes.embeddings import check_texts, embed_image_strings
+from service.api.routes.embeddings import check_texts, embed_image_sources
 from service.api.schemas_store import PointIn, Query
 from service.imaging import ImageError
+from service.inputs import ImageSource
 from service.registry import LoadedModel
 from service.store.types import MAX_POINT_ID, CollectionInfo, PointId
 
@@ -58,10 +59,12 @@ def _stored_id(item: PointIn | Query) -> int | str | None:
 
 async def resolve_vectors(
     state: AppState, info: CollectionInfo, items: Sequence[PointIn | Query], param: str
-) -> np.ndarray:
+) -> tuple[np.ndarray, dict[int, ImageSource]]:
     """The vector of every item or query, resolved together: stored points in one read, texts in
-    one embedding call, images in one; each bad one is named by its index in `param`."""
+    one embedding call, images in one; each bad one is named by its index in `param`. With them,
+    each image item's resolved image by item index (a URL fetched once), for thumbnails."""
     vectors = np.zeros((len(items), info.dimension), dtype=np.float32)
+    sources: dict[int, ImageSource] = {}
     bad: list[tuple[int, ImageError | ApiError]] = []
     texts = [(i, it.text) for i, it in enumerate(items) if it.text is not None]
     images = [(i, it.image) for i, it in enumerate(items) if it.image is not None]
@@ -94,9 +97,10 @@ async def resolve_vectors(
             bad += _unpacked(exc, list(range(len(items))))
     if images and model is not None:
         try:
-            vectors[[i for i, _ in images]] = await embed_image_strings(
+            vectors[[i for i, _ in images]], resolved = await embed_image_sources(
                 state, model, [v for _, v in images], param
             )
+            sources = {i: source for (i, _), source in zip(images, resolved, strict=True)}
         except ItemErrors as exc:
             bad += _unpacked(exc, [i for i, _ in images])
     if bad:
@@ -104,7 +108,7 @@ async def resolve_vectors(
     if texts and model is not None:
         result = await state.embedder.embed_texts(model, [t for _, t in texts])
         vectors[[i for i, _ in texts]] = result.vectors
-    return vectors
+    return vectors, sources
 
 
 def _unpacked(exc: ItemErrors, at: list[int]) -> list[tuple[int, ImageError | ApiError]]:
@@ -118,7 +122,7 @@ def _unpacked(exc: ItemErrors, at: list[int]) -> list[tuple[int, ImageError | Ap
 async def one_vector(state: AppState, info: CollectionInfo, query: Query, param: str) -> np.ndarray:
     """One query's vector; its problem is the request's error (no list of items)."""
     try:
-        return (await resolve_vectors(state, info, [query], param))[0]
+        return (await resolve_vectors(state, info, [query], param))[0][0]
     except ItemErrors as exc:
         raise single_error(exc, param) from None
 
