@@ -192,6 +192,39 @@ def test_payload_updates_keep_vectors_and_limits(tmp_path: Path, engine: str) ->
     run(go())
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_kept_keys_survive_overwrites_and_stay_out_of_merge_checks(
+    tmp_path: Path, engine: str
+) -> None:
+    """`keep`: keys the service writes itself (thumbnails). An overwrite by ids or by filter
+    replaces the rest of each payload and keeps them; a merge's limits leave them out."""
+
+    async def go() -> None:
+        store = await filled(engine, tmp_path)
+        own = {i: {"svc:k": f"kept-{i}"} for i in (1, 2, 3, 28)}
+        for i, kept in own.items():
+            await store.set_payload("c", [i], None, kept, False, PayloadLimits())
+        keep = ("svc:k",)
+        limits = PayloadLimits(max_keys=6)  # a payload holds 5 keys (4 + "meta.k"), + 1 kept
+        await store.set_payload("c", [1, 4], None, {"only": 1}, True, limits, keep)
+        flt = parse_filter({"must": [{"key": "n", "range": {"gte": 27}}]})
+        await store.set_payload("c", None, flt, {"only": 2}, True, limits, keep)
+        await store.set_payload("c", [2], None, {"x": 1}, False, limits, keep)
+        with pytest.raises(StoreError):  # without keep, the kept key counts
+            await store.set_payload("c", [3], None, {"x": 1}, False, limits)
+        got = {
+            p.id: p.payload for p in await store.backend.retrieve("c", list(range(N)), True, False)
+        }
+        assert got[1] == {"only": 1, **own[1]} and got[4] == {"only": 1}
+        assert got[28] == {"only": 2, **own[28]}
+        assert got[27] == got[29] == {"only": 2}
+        assert got[2] == {**payload(2), **own[2], "x": 1}
+        assert got[3] == {**payload(3), **own[3]}
+        await store.close()
+
+    run(go())
+
+
 def test_order_by_needs_a_range_index_and_no_cursor(tmp_path: Path) -> None:
     """Qdrant (server and Edge) orders only by a key with a range index and pages with
     `start_from`; local mode would order anything, so the store refuses alike everywhere."""

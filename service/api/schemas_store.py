@@ -53,6 +53,16 @@ def _payload_keys(value: models.WithPayloadInterface) -> models.WithPayloadInter
 # Qdrant's with_payload: true, false, [keys], {"include": [keys]} or {"exclude": [keys]}
 WithPayload = Annotated[models.WithPayloadInterface, AfterValidator(_payload_keys)]
 
+
+def _user_payload(value: dict[str, Any]) -> dict[str, Any]:
+    if THUMBNAIL_KEY in value:
+        raise ValueError(f"payload key {THUMBNAIL_KEY!r} is reserved for thumbnails")
+    return value
+
+
+# A payload a client writes: any JSON object but the key the service keeps its thumbnails under
+Payload = Annotated[dict[str, Any], AfterValidator(_user_payload)]
+
 # bounds on the work one request may ask for (each store call also has the store deadline)
 MAX_BATCH_SEARCHES = 64  # searches in one search/batch
 MAX_BATCH_RANKED = 10_000  # their offset + limit together
@@ -123,15 +133,13 @@ class PointIn(_Request):
     image: str | None = Field(None, description="data: URI or base64 (or URL when enabled)")
     text: str | None = None
     vector: list[Float32] | None = Field(None, min_length=1, max_length=65_536)
-    payload: dict[str, Any] | None = None
+    payload: Payload | None = None
 
     @model_validator(mode="after")
     def _one_content(self) -> PointIn:
         given = [k for k in ("image", "text", "vector") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("each item needs exactly one of 'image', 'text' or 'vector'")
-        if self.payload and THUMBNAIL_KEY in self.payload:
-            raise ValueError(f"payload key {THUMBNAIL_KEY!r} is reserved for thumbnails")
         return self
 
 
@@ -274,7 +282,7 @@ class CountRequest(_Request):
 
 
 class SetPayload(Selection):
-    payload: dict[str, Any]
+    payload: Payload
 
 
 class DeletePayload(Selection):

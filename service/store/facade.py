@@ -285,16 +285,23 @@ class Store:
         payload: dict[str, Any],
         overwrite: bool,
         limits: PayloadLimits,
+        keep: Collection[str] = (),
     ) -> None:
         """Set keys (merged into each payload) or replace payloads, without re-embedding. The
         payload sent is within the limits (the caller checked); a merge could still push a
         stored payload over the size or key limits, so the points it reaches are read first and
-        each merged payload checked (a point written between that read and the update is not)."""
+        each merged payload checked (a point written between that read and the update is not).
+        `keep`: keys the service itself writes (a thumbnail), outside the client's payload: a
+        merge's check leaves them out, and a replaced payload keeps them."""
         if ids is not None:
             await self._require(name, ids)
+        if overwrite and keep:
+            await self._overwrite_keeping(name, ids, flt, payload, keep)
+            return
         if not overwrite:
             async for point in self._points(name, ids, flt):
-                problem = payload_problem({**(point.payload or {}), **payload}, limits)
+                stored = {k: v for k, v in (point.payload or {}).items() if k not in keep}
+                problem = payload_problem({**stored, **payload}, limits)
                 if problem is not None:
                     raise StoreError(
                         problem.status,
@@ -302,6 +309,28 @@ class Store:
                         f"point {point.id!r} after the update: {problem}",
                     )
         await self.backend.set_payload(name, ids, flt, payload, overwrite)
+
+    async def _overwrite_keeping(
+        self,
+        name: str,
+        ids: Sequence[PointId] | None,
+        flt: Filter | None,
+        payload: dict[str, Any],
+        keep: Collection[str],
+    ) -> None:
+        """Qdrant's overwrite drops every key: a point holding a kept key gets the new payload
+        and its own kept values in one write of its own (each point is replaced whole, never
+        seen without them); the others are replaced together. The filter is read once, so the
+        points it selected are the ones replaced even if the new payload no longer matches."""
+        plain: list[PointId] = []
+        async for point in self._points(name, ids, flt):
+            kept = {k: v for k, v in (point.payload or {}).items() if k in keep}
+            if kept:
+                await self.backend.set_payload(name, [point.id], None, {**payload, **kept}, True)
+            else:
+                plain.append(point.id)
+        if plain:
+            await self.backend.set_payload(name, plain, None, payload, True)
 
     async def delete_payload(
         self, name: str, ids: Sequence[PointId] | None, flt: Filter | None, keys: Sequence[str]

@@ -1,5 +1,6 @@
 """Collections of embeddings in Qdrant: create/get/delete; points: upsert, get (and thumbnail),
-scroll, count, payload updates, delete. Searches are in `search.py`."""
+scroll, count, payload updates, delete. Searches are in `search.py`. Every payload answered
+leaves out the thumbnail the service keeps in it (`service.thumbnails`)."""
 
 from __future__ import annotations
 
@@ -289,7 +290,7 @@ async def overwrite_payload(
 async def _put_payload(
     name: str, body: SetPayload, state: AppState, request: Request, overwrite: bool
 ) -> Response:
-    await state.store.collection(name, count=False)
+    info = await state.store.collection(name, count=False)
     try:
         checked = await _checked_payloads(
             state, request, [body.payload], lambda raw: [raw["payload"]], "payload"
@@ -297,7 +298,10 @@ async def _put_payload(
     except ItemErrors as exc:
         raise single_error(exc, "payload") from None
     payload = checked[0] or {}
-    await state.store.set_payload(name, _ids(body), body.filter, payload, overwrite, _limits(state))
+    keep = (THUMBNAIL_KEY,) if info.options.thumbnail_size else ()  # the service's, not the user's
+    await state.store.set_payload(
+        name, _ids(body), body.filter, payload, overwrite, _limits(state), keep
+    )
     return Response(status_code=204)
 
 
@@ -326,7 +330,12 @@ async def scroll(name: Name, body: ScrollRequest, state: State) -> ScrollRespons
         ),
     )
     points = [
-        ScrollPoint(id=p.id, payload=p.payload, vector=p.vector, order_value=p.order_value)
+        ScrollPoint(
+            id=p.id,
+            payload=split_thumbnail(p.payload)[0],
+            vector=p.vector,
+            order_value=p.order_value,
+        )
         for p in page.points
     ]
     return ScrollResponse(points=points, next_page_offset=page.next_offset)
