@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -57,6 +58,26 @@ def test_no_key_wrong_key_right_key(secured: Server) -> None:
     for key in (*KEYS, FILE_KEY):
         assert embed(secured, key).status_code == 200
     assert httpx.get(f"{secured.url}/v1/models").status_code == 401
+
+
+def test_every_api_operation_needs_the_key(secured: Server) -> None:
+    """Each operation of the schema under /v1 (the retrieval ones included) answers 401 without
+    a valid key and declares the Bearer scheme: no route added later slips out from behind it."""
+    schema = httpx.get(f"{secured.url}/openapi.json").json()
+    operations = [
+        (method, path, op)
+        for path, item in schema["paths"].items()
+        if path.startswith("/v1/")
+        for method, op in item.items()
+    ]
+    paths = {path for _, path, _ in operations}
+    for route in ("search/batch", "recommend", "points/scroll", "points/count", "points/payload"):
+        assert f"/v1/collections/{{name}}/{route}" in paths, route
+    for method, path, op in operations:
+        url = secured.url + re.sub(r"\{[^}]+\}", "p1", path)  # any name or id will do
+        r = httpx.request(method, url, json={}, headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401, (method, path, r.status_code)
+        assert op.get("security"), (method, path)
 
 
 def test_probes_stay_open_metrics_can_be_closed(secured: Server) -> None:

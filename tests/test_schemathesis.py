@@ -37,7 +37,7 @@ checks.positive_data_acceptance.enabled = false
 # body of these operations) it sent 25,000 requests in 15 minutes without finishing. They get
 # the examples and fuzzing phases; tests/test_filters*.py cover the filter language itself.
 [[operations]]
-include-path-regex = "/(search|points/delete)$"
+include-path-regex = "/(search(/batch)?|recommend|points/(delete|scroll|count|payload(/delete)?))$"
 phases.coverage.enabled = false
 """
 

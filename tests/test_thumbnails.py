@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from service.thumbnails import MAX_SIDE, THUMBNAIL_KEY
-from tests.images import blocks, data_uri, encode, png_bomb
+from tests.images import blocks, data_uri, encode, noise, png_bomb
 from tests.server import Server
 
 SIDE = 48
@@ -180,3 +180,117 @@ def test_filters_cannot_reach_the_thumbnail_key(server: Server) -> None:
             json={"query": {"text": "seven"}, "filter": {"must_not": [condition]}},
         )
         assert r.status_code in (400, 422), r.text
+
+
+# --- the retrieval routes ------------------------------------------------------------------
+def _post(server: Server, name: str, path: str, body: dict[str, object]) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/collections/{name}/{path}", json=body, timeout=60)
+
+
+def _payloads(answer: object) -> list[object]:
+    """Every payload anywhere in an answer (hits, lists of hits, scrolled points)."""
+    if isinstance(answer, dict):
+        found = [answer["payload"]] if "payload" in answer else []
+        return found + [p for value in answer.values() for p in _payloads(value)]
+    if isinstance(answer, list):
+        return [p for value in answer for p in _payloads(value)]
+    return []
+
+
+def test_retrieval_answers_leave_thumbnails_out(server: Server) -> None:
+    """Scroll, batch search, recommend and search answer the user's payloads only,
+    however `with_payload` asks for them; the thumbnail key cannot even be asked for."""
+    name = _collection(server, thumbnail_size=SIDE)
+    images = [data_uri(encode(blocks(64, 64, seed=s), "PNG")) for s in range(3)]
+    ids = _upsert(server, name, [{"image": im, "payload": {"n": i}} for i, im in enumerate(images)])
+    everything = [{"with_payload": True}, {"with_payload": {"exclude": ["n"]}}]
+    answers = []
+    for selector in everything:
+        answers += [
+            _post(server, name, "points/scroll", {"limit": 10, **selector}),
+            _post(server, name, "recommend", {"positive": [{"id": ids[0]}], **selector}),
+            _post(
+                server,
+                name,
+                "search/batch",
+                {
+                    "searches": [
+                        {"query": {"image": images[1]}, **selector},
+                        {"query": {"id": ids[2]}},
+                    ]
+                },
+            ),
+            _post(server, name, "search", {"query": {"text": "seven"}, **selector}),
+        ]
+    for r in answers:
+        assert r.status_code == 200, r.text
+        payloads = _payloads(r.json())
+        assert len(payloads) >= 2, r.text  # each answer has points with payloads to look at
+        assert all(THUMBNAIL_KEY not in (p or {}) for p in payloads), r.text[:300]
+    scrolled = answers[0].json()["points"]
+    assert sorted(p["payload"]["n"] for p in scrolled) == [0, 1, 2]
+    assert all(p["payload"] == {} for p in answers[4].json()["points"])
+    for selector in ([THUMBNAIL_KEY], {"include": [THUMBNAIL_KEY]}):
+        r = _post(server, name, "points/scroll", {"with_payload": selector})
+        assert r.status_code == 422, r.text
+
+
+def test_payload_updates_keep_the_thumbnail(server: Server) -> None:
+    """Set, overwrite (by ids and by filter) and delete payload keys: the user's payload
+    changes, the thumbnail stays the point's own; no client can write the thumbnail key."""
+    name = _collection(server, thumbnail_size=SIDE)
+    images = [data_uri(encode(blocks(64, 64, seed=s), "PNG")) for s in range(3)]
+    items = [{"image": im, "payload": {"n": i, "kind": "block"}} for i, im in enumerate(images)]
+    ids = _upsert(server, name, [*items, {"text": "seven", "payload": {"n": 3}}])
+    thumbs = {p: _thumbnail(server, name, p).content for p in ids[:3]}
+    url = f"{server.url}/v1/collections/{name}/points/payload"
+
+    assert httpx.post(url, json={"ids": ids[:1], "payload": {"tag": "a"}}).status_code == 204
+    r = httpx.put(url, json={"ids": ids[1:2], "payload": {"only": 1}})
+    assert r.status_code == 204, r.text
+    by_filter = {"filter": {"must": [{"key": "n", "range": {"gte": 2}}]}, "payload": {"only": 2}}
+    assert httpx.put(url, json=by_filter).status_code == 204
+    gone = {"ids": ids[:1], "keys": ["kind"]}
+    assert httpx.post(f"{url}/delete", json=gone).status_code == 204
+
+    got = [httpx.get(f"{server.url}/v1/collections/{name}/points/{p}").json() for p in ids]
+    assert [g["payload"] for g in got] == [
+        {"n": 0, "tag": "a"},
+        {"only": 1},
+        {"only": 2},
+        {"only": 2},
+    ]
+    for p, thumb in thumbs.items():
+        r = _thumbnail(server, name, p)
+        assert r.status_code == 200 and r.content == thumb, p
+    assert _thumbnail(server, name, ids[3]).status_code == 404  # a text point has none
+
+    for body in (
+        {"ids": ids[:1], "payload": {THUMBNAIL_KEY: "not a jpeg"}},
+        {"filter": {"must": [{"key": "n", "match": {"value": 0}}]}, "payload": {THUMBNAIL_KEY: 1}},
+    ):
+        for method in ("POST", "PUT"):
+            r = httpx.request(method, url, json=body)
+            assert r.status_code == 422 and "reserved" in r.text, r.text
+    assert _thumbnail(server, name, ids[0]).content == thumbs[ids[0]]
+    r = httpx.post(f"{url}/delete", json={"ids": ids[:1], "keys": [THUMBNAIL_KEY]})
+    assert r.status_code == 422, r.text
+
+
+def test_a_merge_is_checked_on_the_users_payload_alone(server: Server) -> None:
+    """A thumbnail (here 56 KB) does not count towards max_payload_bytes (256 KB): a merge that
+    keeps the user's payload within the limit is accepted, as the upsert was."""
+    name = _collection(server, thumbnail_size=MAX_SIDE)
+    image = data_uri(encode(noise(256, 256, seed=1), "PNG"))
+    (point,) = _upsert(server, name, [{"image": image, "payload": {"pad": "p" * 220_000}}])
+    r = httpx.post(
+        f"{server.url}/v1/collections/{name}/points/payload",
+        json={"ids": [point], "payload": {"tag": "x"}},
+    )
+    assert r.status_code == 204, r.text
+    r = httpx.post(
+        f"{server.url}/v1/collections/{name}/points/payload",
+        json={"ids": [point], "payload": {"more": "m" * 50_000}},
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large", r.text
+    assert _thumbnail(server, name, point).status_code == 200

@@ -15,7 +15,7 @@ from service.api.deps import AppState
 from service.api.errors import install_error_handlers
 from service.api.limits import RequestLimits
 from service.api.middleware import ApiKeyGate, BodyLimit, RequestContext, RequestMetrics
-from service.api.routes import classify, collections, embeddings, health, models
+from service.api.routes import classify, collections, embeddings, health, models, search
 from service.api.routes.playground import playground_router
 from service.batcher import BatchPolicy
 from service.config import Settings
@@ -30,7 +30,7 @@ from service.urlfetch import UrlPolicy
 log = logging.getLogger(__name__)
 
 # Routers behind the API key (when keys are configured); later resources add theirs here.
-API_ROUTERS = [models.router, embeddings.router, collections.router, classify.router]
+API_ROUTERS = [models.router, embeddings.router, collections.router, search.router, classify.router]
 
 
 def request_limits(settings: Settings, registry: Registry) -> RequestLimits:

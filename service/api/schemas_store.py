@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -16,10 +18,12 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+from qdrant_client import models
 
 from service.api import limits
 from service.api.limits import Counted, Documented
 from service.store.filters import KEY_PATTERN, Filter, FilterError, parse_filter
+from service.store.types import IndexKind, Strategy
 from service.thumbnails import MAX_SIDE, MIN_SIDE, THUMBNAIL_KEY
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -28,6 +32,43 @@ PointId = int | str
 _F32_MAX = float(np.finfo(np.float32).max)
 Float32 = Annotated[float, Field(allow_inf_nan=False, ge=-_F32_MAX, le=_F32_MAX)]
 PayloadKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=KEY_PATTERN)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+_KEY = re.compile(KEY_PATTERN)
+
+
+def _payload_keys(value: models.WithPayloadInterface) -> models.WithPayloadInterface:
+    """The keys of a payload selector must be payload paths (the engines fail on others)."""
+    if isinstance(value, models.PayloadSelectorInclude):
+        keys = value.include
+    elif isinstance(value, models.PayloadSelectorExclude):
+        keys = value.exclude
+    else:
+        keys = [] if isinstance(value, bool) else value
+    for key in keys:
+        if len(key) > 256 or not _KEY.match(key):
+            raise ValueError(f'{key[:80]!r} is not a payload key such as "a", "a.b", "a[].b"')
+    return value
+
+
+# Qdrant's with_payload: true, false, [keys], {"include": [keys]} or {"exclude": [keys]}
+WithPayload = Annotated[models.WithPayloadInterface, AfterValidator(_payload_keys)]
+
+
+def _user_payload(value: dict[str, Any]) -> dict[str, Any]:
+    if THUMBNAIL_KEY in value:
+        raise ValueError(f"payload key {THUMBNAIL_KEY!r} is reserved for thumbnails")
+    return value
+
+
+# A payload a client writes: any JSON object but the key the service keeps its thumbnails under
+Payload = Annotated[dict[str, Any], AfterValidator(_user_payload)]
+
+# bounds on the work one request may ask for (each store call also has the store deadline)
+MAX_BATCH_SEARCHES = 64  # searches in one search/batch
+MAX_BATCH_RANKED = 10_000  # their offset + limit together
+MAX_EXAMPLES = 64  # positive, and negative, examples of one recommend
+MAX_SCROLL_LIMIT = 1000  # points per scroll page
+MAX_HNSW_EF = 65_536  # beam of an HNSW search
 
 
 def _filter(value: Any, _handler: Any) -> Filter:
@@ -59,13 +100,12 @@ class CollectionCreate(_Request):
     quantization: Literal["none", "scalar", "binary"] = "none"
     shard_number: int | None = Field(None, ge=1, le=1024)
     replication_factor: int | None = Field(None, ge=1, le=16)
-    payload_indexes: dict[PayloadKey, Literal["keyword", "integer", "float", "bool", "uuid"]] = (
-        Field(
-            default_factory=dict,
-            max_length=64,
-            description='payload keys to index by type, e.g. {"digit": "integer"}: '
-            "filters on them stay fast as the collection grows",
-        )
+    payload_indexes: dict[PayloadKey, IndexKind] = Field(
+        default_factory=dict,
+        max_length=64,
+        description='payload keys to index by type, e.g. {"digit": "integer"}: filters on them '
+        "stay fast as the collection grows; scroll's order_by needs an integer, float or "
+        "datetime index on its key",
     )
     thumbnail_size: int | None = Field(
         None,
@@ -93,15 +133,13 @@ class PointIn(_Request):
     image: str | None = Field(None, description="data: URI or base64 (or URL when enabled)")
     text: str | None = None
     vector: list[Float32] | None = Field(None, min_length=1, max_length=65_536)
-    payload: dict[str, Any] | None = None
+    payload: Payload | None = None
 
     @model_validator(mode="after")
     def _one_content(self) -> PointIn:
         given = [k for k in ("image", "text", "vector") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("each item needs exactly one of 'image', 'text' or 'vector'")
-        if self.payload and THUMBNAIL_KEY in self.payload:
-            raise ValueError(f"payload key {THUMBNAIL_KEY!r} is reserved for thumbnails")
         return self
 
 
@@ -128,18 +166,22 @@ class PointOut(BaseModel):
     vector: list[float] | None = None
 
 
-class DeletePoints(_Request):
+class Selection(_Request):
+    """Points by id or by filter (deletes, payload updates)."""
+
     ids: Ids | None = None
     filter: QdrantFilter | None = None
 
     @model_validator(mode="after")
-    def _one_selector(self) -> DeletePoints:
+    def _one_selector(self) -> Selection:
         if (self.ids is None) == (self.filter is None):
             raise ValueError("give exactly one of 'ids' or 'filter'")
         return self
 
 
 class Query(_Request):
+    """A query, or a recommend example: a text, an image, a vector or a stored point's id."""
+
     text: str | None = None
     image: str | None = None
     vector: list[Float32] | None = Field(None, min_length=1, max_length=65_536)
@@ -153,14 +195,98 @@ class Query(_Request):
         return self
 
 
-class SearchRequest(_Request):
-    query: Query
+class SearchOptions(_Request):
+    """What every search shares, in Qdrant's terms: filter, `params` (Qdrant's SearchParams:
+    hnsw_ef, exact, quantization rescore / oversampling), paging, threshold, what comes back
+    (`with_payload`: true, false, a list of keys, {"include": [...]} or {"exclude": [...]})."""
+
     filter: QdrantFilter | None = None
+    params: models.SearchParams | None = None
     limit: int = Field(10, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=100_000)
-    score_threshold: float | None = None
-    with_payload: StrictBool = True
+    score_threshold: FiniteFloat | None = None
+    with_payload: WithPayload = True
     with_vectors: StrictBool = False
+
+    @model_validator(mode="after")
+    def _params_qdrant_reads(self) -> SearchOptions:
+        """The ranges a Qdrant server enforces and qdrant-client's model leaves open (Qdrant
+        Edge fails on a negative hnsw_ef), and no sparse-vector options."""
+        p = self.params
+        if p is None:
+            return self
+        if p.idf is not None:
+            raise ValueError(
+                "params.idf applies to sparse vectors; collections hold one dense vector"
+            )
+        if p.hnsw_ef is not None and not 1 <= p.hnsw_ef <= MAX_HNSW_EF:
+            raise ValueError(f"params.hnsw_ef must be 1 .. {MAX_HNSW_EF}")
+        over = p.quantization.oversampling if p.quantization else None
+        if over is not None and not 1 <= over <= 100:
+            raise ValueError("params.quantization.oversampling must be 1 .. 100")
+        most = p.acorn.max_selectivity if p.acorn else None
+        if most is not None and not 0 <= most <= 1:
+            raise ValueError("params.acorn.max_selectivity must be 0 .. 1")
+        return self
+
+
+class SearchRequest(SearchOptions):
+    query: Query
+
+
+class BatchSearchRequest(_Request):
+    searches: list[SearchRequest] = Field(min_length=1, max_length=MAX_BATCH_SEARCHES)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> BatchSearchRequest:
+        ranked = sum(s.offset + s.limit for s in self.searches)
+        if ranked > MAX_BATCH_RANKED:
+            raise ValueError(
+                f"the searches rank {ranked} results together (offset + limit of each), "
+                f"limit {MAX_BATCH_RANKED} per batch"
+            )
+        return self
+
+
+class RecommendRequest(SearchOptions):
+    """Points like the positive examples and unlike the negative ones (Qdrant's recommend)."""
+
+    positive: list[Query] = Field(default_factory=list, max_length=MAX_EXAMPLES)
+    negative: list[Query] = Field(default_factory=list, max_length=MAX_EXAMPLES)
+    strategy: Strategy = "average_vector"
+
+    @model_validator(mode="after")
+    def _examples(self) -> RecommendRequest:
+        if not self.positive and (self.strategy == "average_vector" or not self.negative):
+            raise ValueError(
+                "give at least one positive example (best_score and sum_scores also take "
+                "negative examples alone)"
+            )
+        return self
+
+
+class ScrollRequest(_Request):
+    filter: QdrantFilter | None = None
+    limit: int = Field(10, ge=1, le=MAX_SCROLL_LIMIT)
+    offset: PointId | None = Field(None, description="the previous page's next_page_offset")
+    order_by: models.OrderByInterface | None = Field(
+        None, description='a payload key, or {"key", "direction": "asc" | "desc", "start_from"}'
+    )
+    with_payload: WithPayload = True
+    with_vectors: StrictBool = False
+
+
+class CountRequest(_Request):
+    filter: QdrantFilter | None = None
+    exact: StrictBool = True
+
+
+class SetPayload(Selection):
+    payload: Payload
+
+
+class DeletePayload(Selection):
+    keys: list[PayloadKey] = Field(min_length=1, max_length=1024)
 
 
 class SearchHit(BaseModel):
@@ -172,6 +298,23 @@ class SearchHit(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[SearchHit]
+
+
+class BatchSearchResponse(BaseModel):
+    results: list[list[SearchHit]]
+
+
+class ScrollPoint(PointOut):
+    order_value: int | float | None = None
+
+
+class ScrollResponse(BaseModel):
+    points: list[ScrollPoint]
+    next_page_offset: PointId | None
+
+
+class CountResponse(BaseModel):
+    count: int
 
 
 Label = Annotated[str, Documented("max_text_chars")]

@@ -20,6 +20,7 @@ from service.store.types import (
     IndexKind,
     Page,
     PointId,
+    Recommend,
     ScrollQuery,
     SearchQuery,
     StoredPoint,
@@ -47,6 +48,49 @@ def _quantization(kind: str) -> models.QuantizationConfig | None:
 
 def _vector(value: Any) -> list[float] | None:
     return list(value) if isinstance(value, list) else None
+
+
+def _selector(
+    ids: Sequence[PointId] | None, flt: Filter | None
+) -> models.PointIdsList | models.FilterSelector:
+    if ids is not None:
+        return models.PointIdsList(points=list(ids))
+    return models.FilterSelector(filter=flt or Filter())
+
+
+def _query(v: list[float] | Recommend) -> list[float] | models.RecommendQuery:
+    if not isinstance(v, Recommend):
+        return v
+    strategy = models.RecommendStrategy(v.strategy)
+    examples = models.RecommendInput(
+        positive=list(v.positive), negative=list(v.negative), strategy=strategy
+    )
+    return models.RecommendQuery(recommend=examples)
+
+
+def _request(q: SearchQuery, params: models.SearchParams | None) -> models.QueryRequest:
+    return models.QueryRequest(
+        query=_query(q.vector),
+        filter=to_qdrant(q.filter, q.exclude),
+        params=params,
+        limit=q.limit,
+        offset=q.offset,
+        score_threshold=q.score_threshold,
+        with_payload=q.with_payload,
+        with_vector=q.with_vectors,
+    )
+
+
+def _hits(points: Sequence[models.ScoredPoint], q: SearchQuery) -> list[Hit]:
+    return [
+        Hit(
+            point_id(p.id),
+            float(p.score),
+            p.payload if q.with_payload is not False else None,
+            _vector(p.vector) if q.with_vectors else None,
+        )
+        for p in points
+    ]
 
 
 class ClientBackend:
@@ -144,46 +188,62 @@ class ClientBackend:
         return [StoredPoint(point_id(p.id), p.payload, _vector(p.vector)) for p in found]
 
     async def delete(self, name: str, ids: Sequence[PointId] | None, flt: Filter | None) -> None:
-        selector: models.PointIdsList | models.FilterSelector
-        if ids is not None:
-            selector = models.PointIdsList(points=list(ids))
-        else:
-            selector = models.FilterSelector(filter=flt or Filter())
-        await self.client.delete(name, selector, wait=True)
+        await self.client.delete(name, _selector(ids, flt), wait=True)
+
+    async def set_payload(
+        self,
+        name: str,
+        ids: Sequence[PointId] | None,
+        flt: Filter | None,
+        payload: dict[str, Any],
+        overwrite: bool,
+    ) -> None:
+        put = self.client.overwrite_payload if overwrite else self.client.set_payload
+        await put(name, payload, _selector(ids, flt), wait=True)
+
+    async def delete_payload(
+        self, name: str, ids: Sequence[PointId] | None, flt: Filter | None, keys: Sequence[str]
+    ) -> None:
+        await self.client.delete_payload(name, list(keys), _selector(ids, flt), wait=True)
+
+    def _params(self, q: SearchQuery) -> models.SearchParams | None:
+        """Local mode always searches exactly (it warns on each search that has params)."""
+        return q.params if self.mode == "server" else None
 
     async def query(self, name: str, q: SearchQuery) -> list[Hit]:
         result = await self.client.query_points(
             name,
-            query=q.vector,
+            query=_query(q.vector),
             query_filter=to_qdrant(q.filter, q.exclude),
+            search_params=self._params(q),
             limit=q.limit,
             offset=q.offset,
             score_threshold=q.score_threshold,
             with_payload=q.with_payload,
             with_vectors=q.with_vectors,
         )
-        return [
-            Hit(
-                point_id(p.id),
-                float(p.score),
-                p.payload if q.with_payload else None,
-                _vector(p.vector) if q.with_vectors else None,
-            )
-            for p in result.points
-        ]
+        return _hits(result.points, q)
 
-    async def count(self, name: str, flt: Filter | None = None) -> int:
-        count_filter = to_qdrant(flt) if flt is not None else None
-        return int((await self.client.count(name, count_filter, exact=True)).count)
+    async def query_batch(self, name: str, qs: Sequence[SearchQuery]) -> list[list[Hit]]:
+        requests = [_request(q, self._params(q)) for q in qs]
+        found = await self.client.query_batch_points(name, requests)
+        return [_hits(r.points, q) for r, q in zip(found, qs, strict=True)]
+
+    async def count(self, name: str, flt: Filter | None = None, exact: bool = True) -> int:
+        return int((await self.client.count(name, to_qdrant(flt), exact=exact)).count)
 
     async def scroll(self, name: str, q: ScrollQuery) -> Page:
         records, after = await self.client.scroll(
             name,
-            scroll_filter=to_qdrant(q.filter) if q.filter is not None else None,
+            scroll_filter=to_qdrant(q.filter),
             limit=q.limit,
             offset=q.offset,
+            order_by=q.order_by,
             with_payload=q.with_payload,
             with_vectors=q.with_vectors,
         )
-        points = [StoredPoint(point_id(p.id), p.payload, _vector(p.vector)) for p in records]
+        points = [
+            StoredPoint(point_id(p.id), p.payload, _vector(p.vector), p.order_value)
+            for p in records
+        ]
         return Page(points, None if after is None else point_id(after))

@@ -17,6 +17,7 @@ shard per collection in `root/<name>/`.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import fcntl
 import json
 import shutil
@@ -29,6 +30,7 @@ from typing import IO, Any, TypeVar
 
 import numpy as np
 import qdrant_edge as qe
+from qdrant_client import models
 
 from service.store.filters import to_edge
 from service.store.types import (
@@ -36,13 +38,17 @@ from service.store.types import (
     Filter,
     Hit,
     IndexKind,
+    OrderBy,
     Page,
     PointId,
+    Recommend,
     ScrollQuery,
+    SearchParams,
     SearchQuery,
     StoredPoint,
     StoreError,
     StoreUnavailable,
+    WithPayload,
     point_id,
 )
 
@@ -57,6 +63,7 @@ _INDEX_KINDS = {
     "float": qe.PayloadSchemaType.Float,
     "bool": qe.PayloadSchemaType.Bool,
     "uuid": qe.PayloadSchemaType.Uuid,
+    "datetime": qe.PayloadSchemaType.Datetime,
 }
 _FULL_SCAN_THRESHOLD_KB = 10_000  # Qdrant's default: below this a segment is scanned, not walked
 
@@ -83,6 +90,80 @@ def edge_config(dim: int, opts: CollectionOptions) -> qe.EdgeConfig:
 
 def _vector(value: Any) -> list[float] | None:
     return list(value) if isinstance(value, list) else None
+
+
+def _with_payload(w: WithPayload) -> Any:
+    if isinstance(w, models.PayloadSelectorInclude):
+        return qe.PayloadSelector.Include(list(w.include))
+    if isinstance(w, models.PayloadSelectorExclude):
+        return qe.PayloadSelector.Exclude(list(w.exclude))
+    return w  # True / False / a list of keys
+
+
+def _params(p: SearchParams | None) -> qe.SearchParams | None:
+    if p is None:
+        return None
+    q, acorn = p.quantization, p.acorn
+    return qe.SearchParams(
+        hnsw_ef=p.hnsw_ef,
+        exact=bool(p.exact),
+        quantization=None
+        if q is None
+        else qe.QuantizationSearchParams(
+            ignore=bool(q.ignore), rescore=q.rescore, oversampling=q.oversampling
+        ),
+        indexed_only=bool(p.indexed_only),
+        acorn=None
+        if acorn is None
+        else qe.AcornSearchParams(enable=bool(acorn.enable), max_selectivity=acorn.max_selectivity),
+    )
+
+
+def _query(v: list[float] | Recommend) -> Any:
+    """Edge has best_score and sum_scores; `average_vector` is a search near Qdrant's average."""
+    if not isinstance(v, Recommend):
+        return qe.Query.Nearest(v)
+    if v.strategy == "average_vector":
+        return qe.Query.Nearest(v.average())
+    examples = qe.RecommendQuery(list(v.positive), list(v.negative))
+    if v.strategy == "best_score":
+        return qe.Query.RecommendBestScore(examples)
+    return qe.Query.RecommendSumScores(examples)
+
+
+def _request(q: SearchQuery) -> qe.QueryRequest:
+    return qe.QueryRequest(
+        limit=q.limit,
+        offset=q.offset,
+        query=_query(q.vector),
+        filter=to_edge(q.filter, q.exclude),
+        score_threshold=q.score_threshold,
+        params=_params(q.params),
+        with_payload=_with_payload(q.with_payload),
+        with_vector=q.with_vectors,
+    )
+
+
+def _hits(points: Sequence[Any], q: SearchQuery) -> list[Hit]:
+    return [
+        Hit(
+            point_id(p.id),
+            float(p.score),
+            p.payload if q.with_payload is not False else None,
+            _vector(p.vector) if q.with_vectors else None,
+        )
+        for p in points
+    ]
+
+
+def _order_by(o: OrderBy) -> qe.OrderBy:
+    start: Any = o.start_from
+    if isinstance(start, dt.date):  # a datetime key's bound, as RFC 3339 (naive: UTC)
+        if not isinstance(start, dt.datetime):
+            start = dt.datetime.combine(start, dt.time())
+        start = (start if start.tzinfo else start.replace(tzinfo=dt.UTC)).isoformat()
+    desc = o.direction == models.Direction.DESC
+    return qe.OrderBy(o.key, qe.Direction.Desc if desc else qe.Direction.Asc, start)
 
 
 class EdgeBackend:
@@ -224,48 +305,70 @@ class EdgeBackend:
             op = qe.UpdateOperation.delete_points_by_filter(to_edge(flt or Filter()))
         await self._run(lambda: self._shard(name).update(op))
 
-    async def query(self, name: str, q: SearchQuery) -> list[Hit]:
-        request = qe.QueryRequest(
-            limit=q.limit,
-            offset=q.offset,
-            query=qe.Query.Nearest(q.vector),
-            filter=to_edge(q.filter, q.exclude),
-            score_threshold=q.score_threshold,
-            with_payload=q.with_payload,
-            with_vector=q.with_vectors,
-        )
+    async def set_payload(
+        self,
+        name: str,
+        ids: Sequence[PointId] | None,
+        flt: Filter | None,
+        payload: dict[str, Any],
+        overwrite: bool,
+    ) -> None:
+        update = qe.UpdateOperation
+        if ids is not None:
+            by_id = update.overwrite_payload if overwrite else update.set_payload
+            op = by_id(list(ids), payload)
+        else:
+            by_filter = (
+                update.overwrite_payload_by_filter if overwrite else update.set_payload_by_filter
+            )
+            op = by_filter(to_edge(flt or Filter()), payload)
+        await self._run(lambda: self._shard(name).update(op))
 
-        def run() -> list[Hit]:
-            return [
-                Hit(
-                    point_id(p.id),
-                    float(p.score),
-                    p.payload if q.with_payload else None,
-                    _vector(p.vector) if q.with_vectors else None,
-                )
-                for p in self._shard(name).query(request)
-            ]
+    async def delete_payload(
+        self, name: str, ids: Sequence[PointId] | None, flt: Filter | None, keys: Sequence[str]
+    ) -> None:
+        if ids is not None:
+            op = qe.UpdateOperation.delete_payload(list(ids), list(keys))
+        else:
+            op = qe.UpdateOperation.delete_payload_by_filter(to_edge(flt or Filter()), list(keys))
+        await self._run(lambda: self._shard(name).update(op))
+
+    async def query(self, name: str, q: SearchQuery) -> list[Hit]:
+        request = _request(q)
+        return await self._run(lambda: _hits(self._shard(name).query(request), q))
+
+    async def query_batch(self, name: str, qs: Sequence[SearchQuery]) -> list[list[Hit]]:
+        """One planned batch: the searches share one pass over the segments."""
+        batch = qe.QueryBatchRequest([_request(q) for q in qs])
+
+        def run() -> list[list[Hit]]:
+            found = self._shard(name).query_batch(batch)
+            return [_hits(points, q) for points, q in zip(found, qs, strict=True)]
 
         return await self._run(run)
 
-    async def count(self, name: str, flt: Filter | None = None) -> int:
-        request = qe.CountRequest(exact=True, filter=to_edge(flt) if flt is not None else None)
+    async def count(self, name: str, flt: Filter | None = None, exact: bool = True) -> int:
+        request = qe.CountRequest(exact=exact, filter=to_edge(flt))
         return await self._run(lambda: self._shard(name).count(request))
 
     async def scroll(self, name: str, q: ScrollQuery) -> Page:
         request = qe.ScrollRequest(
             offset=q.offset,
             limit=q.limit,
-            filter=to_edge(q.filter) if q.filter is not None else None,
-            with_payload=q.with_payload,
+            filter=to_edge(q.filter),
+            with_payload=_with_payload(q.with_payload),
             with_vector=q.with_vectors,
+            order_by=None if q.order_by is None else _order_by(q.order_by),
         )
 
         def run() -> Page:
             records, after = self._shard(name).scroll(request)
             points = [
                 StoredPoint(
-                    point_id(r.id), r.payload if q.with_payload else None, _vector(r.vector)
+                    point_id(r.id),
+                    r.payload if q.with_payload is not False else None,
+                    _vector(r.vector),
+                    r.order_value,
                 )
                 for r in records
             ]

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from service.store.limits import PayloadLimits, payload_problem
 from service.store.types import (
     LABELS_PREFIX,
     SERVER_ONLY_OPTIONS,
@@ -34,6 +35,7 @@ from service.store.types import (
     Filter,
     Hit,
     LabelSet,
+    Page,
     PointId,
     ScrollQuery,
     SearchQuery,
@@ -45,17 +47,19 @@ from service.store.types import (
 )
 
 log = logging.getLogger(__name__)
+_RANGE_INDEXES = ("integer", "float", "datetime")  # the index kinds order_by can walk
 _PAGE = 1000  # points per scroll page when a whole collection is read
 
 
 async def scroll_all(
-    backend: Backend, name: str, with_vectors: bool = False
+    backend: Backend, name: str, with_vectors: bool = False, flt: Filter | None = None
 ) -> AsyncIterator[StoredPoint]:
-    """Every point of a collection, a page at a time (pages keep each store call small)."""
+    """Every point of a collection (that `flt` matches), a page at a time (pages keep each
+    store call small)."""
     offset: PointId | None = None
     while True:
         page = await backend.scroll(
-            name, ScrollQuery(limit=_PAGE, offset=offset, with_vectors=with_vectors)
+            name, ScrollQuery(filter=flt, limit=_PAGE, offset=offset, with_vectors=with_vectors)
         )
         for point in page.points:
             yield point
@@ -243,17 +247,130 @@ class Store:
     async def existing_ids(self, name: str, ids: Sequence[PointId]) -> list[PointId]:
         return [p.id for p in await self.backend.retrieve(name, ids, False, False)]
 
-    async def point_vector(self, name: str, pid: PointId) -> np.ndarray:
-        point = await self.get_point(name, pid, with_vector=True)
-        return np.asarray(point.vector, dtype=np.float32)
+    async def point_vectors(self, name: str, ids: Sequence[PointId]) -> dict[PointId, np.ndarray]:
+        """The stored vectors of these points, in one read (missing ids are absent)."""
+        found = await self.backend.retrieve(name, ids, False, True)
+        return {p.id: np.asarray(p.vector, dtype=np.float32) for p in found}
+
+    async def _require(self, name: str, ids: Sequence[PointId]) -> None:
+        """404 naming every id that is not stored (the engines fail a payload update on one)."""
+        found = set(await self.existing_ids(name, ids))
+        missing = [i for i in ids if i not in found]
+        if missing:
+            shown = ", ".join(repr(i) for i in missing[:10])
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise StoreError(404, "point_not_found", f"no point {shown}{more} in {name!r}")
+
+    async def _points(
+        self, name: str, ids: Sequence[PointId] | None, flt: Filter | None
+    ) -> AsyncIterator[StoredPoint]:
+        """The points these ids or this filter select, with payloads (a page at a time)."""
+        if ids is not None:
+            for point in await self.backend.retrieve(name, ids, True, False):
+                yield point
+        else:
+            async for point in scroll_all(self.backend, name, flt=flt):
+                yield point
 
     async def delete_points(
         self, name: str, ids: Sequence[PointId] | None, flt: Filter | None
     ) -> None:
         await self.backend.delete(name, ids, flt)
 
+    async def set_payload(
+        self,
+        name: str,
+        ids: Sequence[PointId] | None,
+        flt: Filter | None,
+        payload: dict[str, Any],
+        overwrite: bool,
+        limits: PayloadLimits,
+        keep: Collection[str] = (),
+    ) -> None:
+        """Set keys (merged into each payload) or replace payloads, without re-embedding. The
+        payload sent is within the limits (the caller checked); a merge could still push a
+        stored payload over the size or key limits, so the points it reaches are read first and
+        each merged payload checked (a point written between that read and the update is not).
+        `keep`: keys the service itself writes (a thumbnail), outside the client's payload: a
+        merge's check leaves them out, and a replaced payload keeps them."""
+        if ids is not None:
+            await self._require(name, ids)
+        if overwrite and keep:
+            await self._overwrite_keeping(name, ids, flt, payload, keep)
+            return
+        if not overwrite:
+            async for point in self._points(name, ids, flt):
+                stored = {k: v for k, v in (point.payload or {}).items() if k not in keep}
+                problem = payload_problem({**stored, **payload}, limits)
+                if problem is not None:
+                    raise StoreError(
+                        problem.status,
+                        problem.code,
+                        f"point {point.id!r} after the update: {problem}",
+                    )
+        await self.backend.set_payload(name, ids, flt, payload, overwrite)
+
+    async def _overwrite_keeping(
+        self,
+        name: str,
+        ids: Sequence[PointId] | None,
+        flt: Filter | None,
+        payload: dict[str, Any],
+        keep: Collection[str],
+    ) -> None:
+        """Qdrant's overwrite drops every key: a point holding a kept key gets the new payload
+        and its own kept values in one write of its own (each point is replaced whole, never
+        seen without them); the others are replaced together. The filter is read once, so the
+        points it selected are the ones replaced even if the new payload no longer matches."""
+        plain: list[PointId] = []
+        async for point in self._points(name, ids, flt):
+            kept = {k: v for k, v in (point.payload or {}).items() if k in keep}
+            if kept:
+                await self.backend.set_payload(name, [point.id], None, {**payload, **kept}, True)
+            else:
+                plain.append(point.id)
+        if plain:
+            await self.backend.set_payload(name, plain, None, payload, True)
+
+    async def delete_payload(
+        self, name: str, ids: Sequence[PointId] | None, flt: Filter | None, keys: Sequence[str]
+    ) -> None:
+        if ids is not None:
+            await self._require(name, ids)
+        await self.backend.delete_payload(name, ids, flt, keys)
+
+    async def count(self, name: str, flt: Filter | None, exact: bool) -> int:
+        return await self.backend.count(name, flt, exact)
+
+    async def scroll(self, name: str, q: ScrollQuery) -> Page:
+        """A page of points; ordering by a payload key needs a range index on it (Qdrant's
+        rule, which Qdrant Edge enforces and local mode does not: checked here, so every
+        engine answers alike) and pages with `start_from`, not a cursor."""
+        info = await self.collection(name, count=False)
+        if q.order_by is not None:
+            key = q.order_by.key
+            if info.options.payload_indexes.get(key) not in _RANGE_INDEXES:
+                raise StoreError(
+                    400,
+                    "order_by_not_indexed",
+                    f"order_by {key!r} needs an integer, float or datetime payload index on "
+                    f"that key; create the collection with "
+                    f'"payload_indexes": {{"{key}": "integer"}} (or "float", "datetime")',
+                )
+            if q.offset is not None:
+                raise StoreError(
+                    400,
+                    "order_by_with_offset",
+                    "a scroll ordered by a payload key has no cursor (offset); page on with "
+                    "order_by.start_from (the last page's last order_value) instead",
+                )
+        return await self.backend.scroll(name, q)
+
     async def search(self, name: str, q: SearchQuery) -> list[Hit]:
         return await self.backend.query(name, q)
+
+    async def search_batch(self, name: str, qs: Sequence[SearchQuery]) -> list[list[Hit]]:
+        return await self.backend.query_batch(name, qs)
 
     # --- label sets ---------------------------------------------------------------------------
     async def put_label_set(self, label_set: LabelSet) -> None:

@@ -80,10 +80,28 @@ class NoBackend:
     async def delete(self, name: str, ids: Sequence[PointId] | None, flt: Filter | None) -> None:
         _refuse()
 
+    async def set_payload(
+        self,
+        name: str,
+        ids: Sequence[PointId] | None,
+        flt: Filter | None,
+        payload: dict[str, Any],
+        overwrite: bool,
+    ) -> None:
+        _refuse()
+
+    async def delete_payload(
+        self, name: str, ids: Sequence[PointId] | None, flt: Filter | None, keys: Sequence[str]
+    ) -> None:
+        _refuse()
+
     async def query(self, name: str, q: SearchQuery) -> list[Hit]:
         return []
 
-    async def count(self, name: str, flt: Filter | None = None) -> int:
+    async def query_batch(self, name: str, qs: Sequence[SearchQuery]) -> list[list[Hit]]:
+        return [[] for _ in qs]
+
+    async def count(self, name: str, flt: Filter | None = None, exact: bool = True) -> int:
         return 0
 
     async def scroll(self, name: str, q: ScrollQuery) -> Page:

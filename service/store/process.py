@@ -49,7 +49,8 @@ log = logging.getLogger("service.store.process")
 # what API workers may call: the Backend protocol, less the lifecycle the host owns
 METHODS = frozenset(
     {"health", "exists", "dimension", "create", "drop", "index_payload", "names", "upsert"}
-    | {"retrieve", "delete", "query", "count", "scroll"}
+    | {"retrieve", "delete", "query", "query_batch", "count", "scroll"}
+    | {"set_payload", "delete_payload"}
 )
 _REACH_DAMAGED = frozenset({"exists", "drop", "names", "health"})
 _IN_USE_WAIT_S = 10.0  # a SIGKILLed server's store process may take a moment to let go

@@ -182,11 +182,33 @@ class RemoteBackend:
     async def delete(self, name: str, ids: Sequence[PointId] | None, flt: Filter | None) -> None:
         await self._call("delete", name, None if ids is None else list(ids), flt)
 
+    async def set_payload(
+        self,
+        name: str,
+        ids: Sequence[PointId] | None,
+        flt: Filter | None,
+        payload: dict[str, Any],
+        overwrite: bool,
+    ) -> None:
+        await self._call(
+            "set_payload", name, None if ids is None else list(ids), flt, payload, overwrite
+        )
+
+    async def delete_payload(
+        self, name: str, ids: Sequence[PointId] | None, flt: Filter | None, keys: Sequence[str]
+    ) -> None:
+        await self._call(
+            "delete_payload", name, None if ids is None else list(ids), flt, list(keys)
+        )
+
     async def query(self, name: str, q: SearchQuery) -> list[Hit]:
         return list(await self._call("query", name, q))
 
-    async def count(self, name: str, flt: Filter | None = None) -> int:
-        return int(await self._call("count", name, flt))
+    async def query_batch(self, name: str, qs: Sequence[SearchQuery]) -> list[list[Hit]]:
+        return list(await self._call("query_batch", name, list(qs)))
+
+    async def count(self, name: str, flt: Filter | None = None, exact: bool = True) -> int:
+        return int(await self._call("count", name, flt, exact))
 
     async def scroll(self, name: str, q: ScrollQuery) -> Page:
         page: Page = await self._call("scroll", name, q)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
+from qdrant_client import models
 
 from service.store.filters import Filter
 
@@ -25,7 +26,12 @@ MAX_POINT_ID = 2**64 - 1  # Qdrant's integer ids are unsigned 64-bit
 
 PointId = int | str
 Distance = Literal["cosine", "dot", "euclid"]
-IndexKind = Literal["keyword", "integer", "float", "bool", "uuid"]
+IndexKind = Literal["keyword", "integer", "float", "bool", "uuid", "datetime"]
+# Qdrant's own request models travel as parsed (like filters); engines translate them
+WithPayload = models.WithPayloadInterface  # bool, [keys], {"include": [...]}, {"exclude": [...]}
+SearchParams = models.SearchParams  # hnsw_ef, exact, quantization (rescore, oversampling), ...
+OrderBy = models.OrderBy  # key, direction, start_from
+Strategy = Literal["average_vector", "best_score", "sum_scores"]
 
 
 class StoreError(Exception):
@@ -77,6 +83,7 @@ class StoredPoint:
     id: PointId
     payload: dict[str, Any] | None
     vector: list[float] | None = None
+    order_value: int | float | None = None  # the `order_by` key's value, in ordered scrolls
 
 
 @dataclass
@@ -88,25 +95,48 @@ class Hit:
 
 
 @dataclass
+class Recommend:
+    """Qdrant's recommendation: points like the positive examples and unlike the negative ones.
+    `average_vector` searches near 2 * mean(positive) - mean(negative); `best_score` and
+    `sum_scores` score each point against every example (Qdrant's formulas, in the engine)."""
+
+    positive: list[list[float]]
+    negative: list[list[float]] = field(default_factory=list)
+    strategy: Strategy = "average_vector"
+
+    def average(self) -> list[float]:
+        """The `average_vector` strategy's query (as Qdrant computes it)."""
+        mean = np.mean(np.asarray(self.positive, dtype=np.float32), axis=0)
+        if self.negative:
+            mean = 2 * mean - np.mean(np.asarray(self.negative, dtype=np.float32), axis=0)
+        return [float(x) for x in mean]
+
+
+@dataclass
 class SearchQuery:
-    vector: list[float]
+    """One search: nearest to `vector`, or a recommendation from examples."""
+
+    vector: list[float] | Recommend
     filter: Filter | None = None
     exclude: Sequence[PointId] = ()
     limit: int = 10
     offset: int = 0
     score_threshold: float | None = None
-    with_payload: bool = True
+    params: SearchParams | None = None
+    with_payload: WithPayload = True
     with_vectors: bool = False
 
 
 @dataclass
 class ScrollQuery:
-    """One page of points in id order; `offset` is the previous page's `next_offset`."""
+    """One page of points in id order (`offset`: the previous page's `next_offset`), or in the
+    order of a payload key (`order_by`: no cursor, page on with `start_from`)."""
 
     filter: Filter | None = None
     limit: int = 100
     offset: PointId | None = None
-    with_payload: bool = True
+    order_by: OrderBy | None = None
+    with_payload: WithPayload = True
     with_vectors: bool = False
 
 
@@ -154,8 +184,20 @@ class Backend(Protocol):
         self, name: str, ids: Sequence[PointId] | None, flt: Filter | None
     ) -> None: ...
     async def query(self, name: str, q: SearchQuery) -> list[Hit]: ...
-    async def count(self, name: str, flt: Filter | None = None) -> int: ...
+    async def query_batch(self, name: str, qs: Sequence[SearchQuery]) -> list[list[Hit]]: ...
+    async def count(self, name: str, flt: Filter | None = None, exact: bool = True) -> int: ...
     async def scroll(self, name: str, q: ScrollQuery) -> Page: ...
+    async def set_payload(
+        self,
+        name: str,
+        ids: Sequence[PointId] | None,
+        flt: Filter | None,
+        payload: dict[str, Any],
+        overwrite: bool,
+    ) -> None: ...  # merge keys into the payload, or replace it (`overwrite`)
+    async def delete_payload(
+        self, name: str, ids: Sequence[PointId] | None, flt: Filter | None, keys: Sequence[str]
+    ) -> None: ...
 
 
 def point_id(value: Any) -> PointId:

@@ -1,4 +1,6 @@
-"""Collections of embeddings in Qdrant: create/get/delete, upsert points, search, delete points."""
+"""Collections of embeddings in Qdrant: create/get/delete; points: upsert, get (and thumbnail),
+scroll, count, payload updates, delete. Searches are in `search.py`. Every payload answered
+leaves out the thumbnail the service keeps in it (`service.thumbnails`)."""
 
 from __future__ import annotations
 
@@ -7,31 +9,37 @@ import base64
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Path, Request, Response
+from qdrant_client import models
 from starlette.convertors import Convertor, register_url_convertor
 
 from service.api.deps import AppState, State
 from service.api.errors import ApiError, ItemErrors
 from service.api.responses import FastJSONRoute
-from service.api.routes.embeddings import check_texts, embed_image_sources, embed_image_strings
+from service.api.routes.vectors import check_id, collection_model, resolve_vectors, single_error
 from service.api.schemas import ErrorResponse
 from service.api.schemas_store import (
     NAME_PATTERN,
     CollectionCreate,
     CollectionList,
     CollectionOut,
-    DeletePoints,
+    CountRequest,
+    CountResponse,
+    DeletePayload,
     ExistingIds,
     PointIds,
     PointIn,
     PointOut,
-    Query,
-    SearchRequest,
-    SearchResponse,
+    ScrollPoint,
+    ScrollRequest,
+    ScrollResponse,
+    Selection,
+    SetPayload,
     UpsertRequest,
     UpsertResponse,
 )
@@ -40,12 +48,12 @@ from service.imaging import ImageError
 from service.inputs import ImageSource, source_bytes
 from service.registry import LoadedModel
 from service.store.limits import PayloadLimits, has_ambiguous_number, payload_problem
-from service.store.types import MAX_POINT_ID, CollectionInfo, CollectionOptions, SearchQuery
+from service.store.types import CollectionInfo, CollectionOptions, PointId, ScrollQuery
 from service.thumbnails import THUMBNAIL_KEY, make_thumbnail, split_thumbnail
 
 # `/points/<action>` routes: never a point id, so `GET .../points/delete` answers 405 (the
 # action's methods in Allow) instead of looking up a point named "delete". Add new actions here.
-POINT_ACTIONS = ("delete", "exists")
+POINT_ACTIONS = ("delete", "exists", "scroll", "count", "payload")
 
 
 class _PointIdConvertor(Convertor[str]):
@@ -62,7 +70,7 @@ register_url_convertor("point_id", _PointIdConvertor())
 router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=FastJSONRoute)
 
 Name = Annotated[str, Path(pattern=NAME_PATTERN, description="collection name")]
-_ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 422, 429, 503)
 }
 _CONTENT_NS = uuid.UUID("2f0e5c0e-8b7a-4f4e-a3c1-5b2d1c9e7f11")
@@ -93,44 +101,11 @@ def content_id(item: PointIn) -> str:
     return str(uuid.uuid5(_CONTENT_NS, digest))
 
 
-def _check_id(point_id: int | str) -> int | str:
-    """An unsigned 64-bit integer (or its ASCII digits) or a UUID; anything else is a 400. Only
-    ASCII counts: `int()` and `uuid.UUID()` read other scripts' digits ("٣" would be 3)."""
-    if isinstance(point_id, str) and point_id.isascii():
-        if point_id.isdigit():
-            point_id = int(point_id)
-        else:
-            try:
-                return str(uuid.UUID(point_id))
-            except ValueError:
-                pass
-    if isinstance(point_id, int) and 0 <= point_id <= MAX_POINT_ID:
-        return point_id
-    raise ApiError(
-        400,
-        "invalid_id",
-        f"ids are unsigned integers (0 .. 2^64-1, ASCII digits) or UUIDs, not "
-        f"{str(point_id)[:80]!r}",
-        param="id",
-    )
-
-
-def _model(state: AppState, info: CollectionInfo) -> LoadedModel:
-    try:
-        return state.registry.get(info.model)
-    except LookupError:
-        raise ApiError(
-            400,
-            "model_not_loaded",
-            f"collection {info.name!r} uses model {info.model!r}, which this server has not loaded",
-        ) from None
-
-
 @router.put(
     "/{name}",
     response_model=CollectionOut,
     status_code=200,
-    responses={**_ERRORS, 201: {"model": CollectionOut, "description": "created"}},
+    responses={**ERRORS, 201: {"model": CollectionOut, "description": "created"}},
 )
 async def create_collection(
     name: Name, state: State, response: Response, body: CollectionCreate | None = None
@@ -149,57 +124,20 @@ async def list_collections(state: State) -> CollectionList:
     return CollectionList(collections=await state.store.list_collections())
 
 
-@router.get("/{name}", response_model=CollectionOut, responses=_ERRORS)
+@router.get("/{name}", response_model=CollectionOut, responses=ERRORS)
 async def get_collection(name: Name, state: State) -> CollectionOut:
     return _out(await state.store.collection(name))
 
 
-@router.delete("/{name}", status_code=204, responses=_ERRORS)
+@router.delete("/{name}", status_code=204, responses=ERRORS)
 async def delete_collection(name: Name, state: State) -> Response:
     await state.store.delete_collection(name)
     return Response(status_code=204)
 
 
-async def _embed_items(
-    state: AppState, model: LoadedModel | None, info: CollectionInfo, items: list[PointIn]
-) -> tuple[np.ndarray, dict[int, ImageSource]]:
-    """Vectors for every item (model is None only when every item brings its own vector), and
-    the resolved image of each image item, by item index."""
-    vectors = np.zeros((len(items), info.dimension), dtype=np.float32)
-    sources: dict[int, ImageSource] = {}
-    bad: list[tuple[int, ImageError | ApiError]] = []
-    texts = [(i, it.text) for i, it in enumerate(items) if it.text is not None]
-    images = [(i, it.image) for i, it in enumerate(items) if it.image is not None]
-    for i, it in enumerate(items):
-        if it.vector is None:
-            continue
-        if len(it.vector) == info.dimension:
-            vectors[i] = it.vector
-        else:
-            problem = f"vector has {len(it.vector)} dimensions, collection has {info.dimension}"
-            bad.append((i, ApiError(400, "dimension_mismatch", problem)))
-    if texts:
-        check_texts(state, [t for _, t in texts], "items", at=[i for i, _ in texts])
-    if images and model is not None:
-        try:
-            vectors[[i for i, _ in images]], resolved = await embed_image_sources(
-                state, model, [v for _, v in images], "items"
-            )
-            sources = {i: source for (i, _), source in zip(images, resolved, strict=True)}
-        except ItemErrors as exc:
-            bad += [
-                (
-                    images[int(e["index"])][0],
-                    ApiError(exc.status, str(e["code"]), str(e["message"])),
-                )
-                for e in exc.items or []
-            ]
-    if bad:
-        raise ItemErrors(sorted(bad, key=lambda p: p[0]), "items")
-    if texts and model is not None:
-        result = await state.embedder.embed_texts(model, [t for _, t in texts])
-        vectors[[i for i, _ in texts]] = result.vectors
-    return vectors, sources
+def _limits(state: AppState) -> PayloadLimits:
+    s = state.settings
+    return PayloadLimits(s.max_payload_bytes, s.max_payload_depth, s.max_payload_keys)
 
 
 async def _with_thumbnails(
@@ -229,13 +167,16 @@ async def _with_thumbnails(
 
 
 async def _checked_payloads(
-    state: AppState, request: Request, items: list[PointIn]
+    state: AppState,
+    request: Request,
+    payloads: list[dict[str, Any] | None],
+    exact: Callable[[Any], list[dict[str, Any] | None]],
+    param: str,
 ) -> list[dict[str, Any] | None]:
     """Payloads as sent, each within the payload limits (else every bad one is listed). Only
     payloads already within the limits are searched for integers the fast parser turned into
-    floats, and then read again exactly."""
-    s = state.settings
-    limits = PayloadLimits(s.max_payload_bytes, s.max_payload_depth, s.max_payload_keys)
+    floats, and then read again exactly (`exact` picks them out of the request's JSON)."""
+    limits = _limits(state)
 
     def check(payloads: list[dict[str, Any] | None]) -> None:
         bad = [(i, payload_problem(p, limits)) for i, p in enumerate(payloads) if p]
@@ -243,30 +184,33 @@ async def _checked_payloads(
             (i, ApiError(e.status, e.code, str(e))) for i, e in bad if e is not None
         ]
         if errors:
-            raise ItemErrors(errors, "items")
+            raise ItemErrors(errors, param)
 
-    payloads = [it.payload for it in items]
     check(payloads)
     if any(p and has_ambiguous_number(p) for p in payloads):
-        exact = json.loads(await request.body())["items"]
-        payloads = [item.get("payload") for item in exact]
+        payloads = exact(json.loads(await request.body()))
         check(payloads)
     return payloads
 
 
-@router.post("/{name}/points", response_model=UpsertResponse, responses=_ERRORS)
+@router.post("/{name}/points", response_model=UpsertResponse, responses=ERRORS)
 async def upsert_points(
     name: Name, body: UpsertRequest, state: State, request: Request
 ) -> UpsertResponse:
     """All or nothing: if any item is bad, none is written and each bad item is listed.
     The answer comes only after Qdrant has written the points."""
-    payloads = await _checked_payloads(state, request, body.items)
+    payloads = await _checked_payloads(
+        state,
+        request,
+        [it.payload for it in body.items],
+        lambda raw: [item.get("payload") for item in raw["items"]],
+        "items",
+    )
     info = await state.store.collection(name, count=False)
-    needs_model = any(it.vector is None for it in body.items)
-    model = _model(state, info) if needs_model else None
-    ids = [_check_id(it.id) if it.id is not None else content_id(it) for it in body.items]
-    vectors, sources = await _embed_items(state, model, info, body.items)
-    if info.options.thumbnail_size and sources and model is not None:
+    ids = [check_id(it.id) if it.id is not None else content_id(it) for it in body.items]
+    vectors, sources = await resolve_vectors(state, info, body.items, "items")
+    if info.options.thumbnail_size and sources:
+        model = collection_model(state, info)
         payloads = await _with_thumbnails(
             state, model, info.options.thumbnail_size, payloads, sources
         )
@@ -274,30 +218,30 @@ async def upsert_points(
     return UpsertResponse(ids=ids)
 
 
-@router.post("/{name}/points/exists", response_model=ExistingIds, responses=_ERRORS)
+@router.post("/{name}/points/exists", response_model=ExistingIds, responses=ERRORS)
 async def existing_points(name: Name, body: PointIds, state: State) -> ExistingIds:
     """Which of these ids are stored (lets a bulk indexer resume without re-sending)."""
     await state.store.collection(name, count=False)
-    found = await state.store.existing_ids(name, [_check_id(i) for i in body.ids])
+    found = await state.store.existing_ids(name, [check_id(i) for i in body.ids])
     return ExistingIds(ids=found)
 
 
-@router.get("/{name}/points/{point_id:point_id}", response_model=PointOut, responses=_ERRORS)
+@router.get("/{name}/points/{point_id:point_id}", response_model=PointOut, responses=ERRORS)
 async def get_point(name: Name, point_id: str, state: State, with_vector: bool = False) -> PointOut:
     await state.store.collection(name, count=False)
-    p = await state.store.get_point(name, _check_id(point_id), with_vector)
+    p = await state.store.get_point(name, check_id(point_id), with_vector)
     return PointOut(id=p.id, payload=split_thumbnail(p.payload)[0], vector=p.vector)
 
 
 @router.get(
     "/{name}/points/{point_id:point_id}/thumbnail",
     response_class=Response,
-    responses={**_ERRORS, 200: {"content": {"image/jpeg": {}}, "description": "a JPEG"}},
+    responses={**ERRORS, 200: {"content": {"image/jpeg": {}}, "description": "a JPEG"}},
 )
 async def get_thumbnail(name: Name, point_id: str, state: State) -> Response:
     """The point's thumbnail (collections created with `thumbnail_size`), as a JPEG."""
     await state.store.collection(name, count=False)
-    p = await state.store.get_point(name, _check_id(point_id), with_vector=False)
+    p = await state.store.get_point(name, check_id(point_id), with_vector=False)
     thumbnail = split_thumbnail(p.payload)[1]
     if thumbnail is None:
         raise ApiError(
@@ -309,59 +253,95 @@ async def get_thumbnail(name: Name, point_id: str, state: State) -> Response:
     return Response(base64.b64decode(thumbnail), media_type="image/jpeg")
 
 
-@router.delete("/{name}/points/{point_id:point_id}", status_code=204, responses=_ERRORS)
+@router.delete("/{name}/points/{point_id:point_id}", status_code=204, responses=ERRORS)
 async def delete_point(name: Name, point_id: str, state: State) -> Response:
     await state.store.collection(name, count=False)
-    await state.store.delete_points(name, [_check_id(point_id)], None)
+    await state.store.delete_points(name, [check_id(point_id)], None)
     return Response(status_code=204)
 
 
-@router.post("/{name}/points/delete", status_code=204, responses=_ERRORS)
-async def delete_points(name: Name, body: DeletePoints, state: State) -> Response:
+@router.post("/{name}/points/delete", status_code=204, responses=ERRORS)
+async def delete_points(name: Name, body: Selection, state: State) -> Response:
     """By ids or by payload filter; answered once the points are gone."""
     await state.store.collection(name, count=False)
-    ids = [_check_id(i) for i in body.ids] if body.ids is not None else None
+    ids = [check_id(i) for i in body.ids] if body.ids is not None else None
     await state.store.delete_points(name, ids, body.filter)
     return Response(status_code=204)
 
 
-async def query_vector(state: AppState, info: CollectionInfo, query: Query) -> np.ndarray:
-    if query.vector is not None:
-        if len(query.vector) != info.dimension:
-            raise ApiError(
-                400,
-                "dimension_mismatch",
-                f"query vector has {len(query.vector)} dimensions, collection has {info.dimension}",
-                param="query.vector",
-            )
-        return np.asarray(query.vector, dtype=np.float32)
-    if query.id is not None:
-        return await state.store.point_vector(info.name, _check_id(query.id))
-    model = _model(state, info)
-    if query.text is not None:
-        check_texts(state, [query.text], "query.text")
-        return (await state.embedder.embed_texts(model, [query.text])).vectors[0]
-    assert query.image is not None
-    return (await embed_image_strings(state, model, [query.image], "query.image"))[0]
+def _ids(body: Selection) -> list[PointId] | None:
+    return [check_id(i) for i in body.ids] if body.ids is not None else None
 
 
-@router.post("/{name}/search", response_model=SearchResponse, responses=_ERRORS)
-async def search(name: Name, body: SearchRequest, state: State) -> SearchResponse:
+@router.post("/{name}/points/payload", status_code=204, responses=ERRORS)
+async def set_payload(name: Name, body: SetPayload, state: State, request: Request) -> Response:
+    """Qdrant's set payload: these keys are written into each payload, the others kept."""
+    return await _put_payload(name, body, state, request, overwrite=False)
+
+
+@router.put("/{name}/points/payload", status_code=204, responses=ERRORS)
+async def overwrite_payload(
+    name: Name, body: SetPayload, state: State, request: Request
+) -> Response:
+    """Qdrant's overwrite payload: each payload becomes this one."""
+    return await _put_payload(name, body, state, request, overwrite=True)
+
+
+async def _put_payload(
+    name: str, body: SetPayload, state: AppState, request: Request, overwrite: bool
+) -> Response:
     info = await state.store.collection(name, count=False)
-    vector = await query_vector(state, info, body.query)
-    # "more like this" (query by stored id): leave the example itself out
-    exclude = [_check_id(body.query.id)] if body.query.id is not None else []
-    query = SearchQuery(
-        vector=vector.tolist(),
-        filter=body.filter,
-        exclude=exclude,
-        limit=body.limit,
-        offset=body.offset,
-        score_threshold=body.score_threshold,
-        with_payload=body.with_payload,
-        with_vectors=body.with_vectors,
+    try:
+        checked = await _checked_payloads(
+            state, request, [body.payload], lambda raw: [raw["payload"]], "payload"
+        )
+    except ItemErrors as exc:
+        raise single_error(exc, "payload") from None
+    payload = checked[0] or {}
+    keep = (THUMBNAIL_KEY,) if info.options.thumbnail_size else ()  # the service's, not the user's
+    await state.store.set_payload(
+        name, _ids(body), body.filter, payload, overwrite, _limits(state), keep
     )
-    hits = await state.store.search(name, query)
-    for hit in hits:
-        hit.payload = split_thumbnail(hit.payload)[0]
-    return SearchResponse.model_validate({"results": [h.__dict__ for h in hits]})
+    return Response(status_code=204)
+
+
+@router.post("/{name}/points/payload/delete", status_code=204, responses=ERRORS)
+async def delete_payload(name: Name, body: DeletePayload, state: State) -> Response:
+    """Qdrant's delete payload: these keys leave each payload."""
+    await state.store.collection(name, count=False)
+    await state.store.delete_payload(name, _ids(body), body.filter, body.keys)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/points/scroll", response_model=ScrollResponse, responses=ERRORS)
+async def scroll(name: Name, body: ScrollRequest, state: State) -> ScrollResponse:
+    """Points in id order, a page at a time (`offset`: the last page's `next_page_offset`), or
+    ordered by an indexed payload key (`order_by`, paged with its `start_from`)."""
+    order_by = body.order_by
+    page = await state.store.scroll(
+        name,
+        ScrollQuery(
+            filter=body.filter,
+            limit=body.limit,
+            offset=check_id(body.offset) if body.offset is not None else None,
+            order_by=models.OrderBy(key=order_by) if isinstance(order_by, str) else order_by,
+            with_payload=body.with_payload,
+            with_vectors=body.with_vectors,
+        ),
+    )
+    points = [
+        ScrollPoint(
+            id=p.id,
+            payload=split_thumbnail(p.payload)[0],
+            vector=p.vector,
+            order_value=p.order_value,
+        )
+        for p in page.points
+    ]
+    return ScrollResponse(points=points, next_page_offset=page.next_offset)
+
+
+@router.post("/{name}/points/count", response_model=CountResponse, responses=ERRORS)
+async def count(name: Name, body: CountRequest, state: State) -> CountResponse:
+    await state.store.collection(name, count=False)
+    return CountResponse(count=await state.store.count(name, body.filter, body.exact))
