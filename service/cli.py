@@ -10,6 +10,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from service.config import Settings
@@ -79,7 +80,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from pathlib import Path
 
     try:
         from service.export import ExportError, export_model
@@ -103,6 +103,9 @@ def cmd_export(args: argparse.Namespace) -> None:
             triton=triton,
             simplified=args.simplify,
             uint8_variant=args.uint8_variant,
+            fused=args.fuse,
+            quantize=args.quantize,
+            eval_images=args.eval_images,
         )
     except ExportError as exc:
         _fail(str(exc))
@@ -110,7 +113,6 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     import asyncio
-    from pathlib import Path
 
     try:
         from service.bench import BenchConfig, format_row, run_bench, write_results
@@ -149,7 +151,6 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def cmd_index(args: argparse.Namespace) -> None:
-    from pathlib import Path
 
     from service.indexer import index_folder
 
@@ -165,7 +166,6 @@ def cmd_index(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from pathlib import Path
 
     from service.evaluate import evaluate_folder
 
@@ -229,6 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also write the image tower that takes uint8 pixels and normalises in the graph",
+    )
+    export.add_argument(
+        "--fuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fused attention, layer-norm, GELU and bias nodes (onnxruntime contrib operators), "
+        "kept only where they match torch; the manifest records what was fused",
+    )
+    export.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="also write int8 towers for CPUs (served with --precision int8), gated on "
+        "--eval-images: median cosine >= 0.99 and zero-shot top-1 within one point",
+    )
+    export.add_argument(
+        "--eval-images",
+        type=Path,
+        help="held-out labelled images for the int8 gate: one sub-folder per class",
     )
     triton = export.add_argument_group("Triton config.pbtxt (how Triton serves the towers)")
     triton.add_argument("--triton-max-batch-size", type=int, default=256)

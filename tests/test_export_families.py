@@ -131,6 +131,12 @@ def test_parity_recorded_and_passing(repo: Path, name: str) -> None:
     assert parity["passed"] and parity["threshold"] == threshold
     assert parity["image"]["min_cosine"] >= threshold and parity["text"]["min_cosine"] >= threshold
     assert parity["token_ids_equal"] and parity["pixel_p99_abs_diff"] <= 0.05
+    # every transformer layer's self-attention is one fused node (FastViT has none)
+    fusions = manifest.export["fusions"]
+    for tower in ("text",) if name == "tiny-mobileclip" else ("image", "text"):
+        fused = fusions[tower]
+        assert fused["kept"] and fused["attention_modules"] == fused["attention_fused"] == 2
+        assert fused["ops"]["Attention"] == 2
 
 
 def _served(server: Server, model: str, image: bytes) -> tuple[np.ndarray, np.ndarray]:

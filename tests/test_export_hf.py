@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -91,6 +93,34 @@ def test_served_embeddings_equal_the_source_model(
         )
     assert np.min(np.sum(got_txt * ref_txt, axis=1)) >= 0.9999
     assert float(got_img @ ref_img[0]) >= 0.9999
+
+
+def _contrib_nodes(path: Path) -> list[onnx.NodeProto]:
+    return [n for n in onnx.load(str(path)).graph.node if n.domain == "com.microsoft"]
+
+
+def test_exported_towers_run_fused_attention(exported: Path) -> None:
+    """Each attention is one onnxruntime Attention node (causal in the text tower), the
+    manifest says what was fused, and the served graphs above (HTTP, against transformers)
+    are these fused graphs."""
+    manifest = load_manifest(exported)
+    image = manifest.towers["image"]
+    assert image.uint8_variant is not None
+    for spec, causal in ((image, 0), (image.uint8_variant, 0), (manifest.towers["text"], 1)):
+        attention = [
+            n for n in _contrib_nodes(spec.onnx_file(exported)) if n.op_type == "Attention"
+        ]
+        assert len(attention) == 2  # one per layer
+        for node in attention:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            assert attrs["unidirectional"] == causal and attrs["num_heads"] == 2
+    for tower in ("image", "text"):
+        fused = manifest.export["fusions"][tower]
+        assert fused["kept"] is True and fused["rejected"] == ""
+        assert fused["attention_modules"] == fused["attention_fused"] == 2
+        ops = fused["ops"]
+        assert ops["Attention"] == 2 and ops["QuickGelu"] == 2  # CLIP's GELU
+        assert ops["SkipLayerNormalization"] >= 3  # residual + layer norm
 
 
 def _served_images(srv_url: str, blobs: list[bytes]) -> tuple[np.ndarray, str]:
@@ -210,7 +240,7 @@ def test_offline_hub_id_gives_a_clear_error(
         export_model(f"hf:{tmp_path}", tmp_path / "w")  # a folder, but no checkpoint in it
 
 
-def test_cli_export_with_triton_options(hf_folder: Path, tmp_path: Path) -> None:
+def test_cli_export_with_triton_options(hf_folder: Path, exported: Path, tmp_path: Path) -> None:
     import subprocess
     import sys
 
@@ -233,6 +263,7 @@ def test_cli_export_with_triton_options(hf_folder: Path, tmp_path: Path) -> None
             "--triton-max-batch-size",
             "64",
             "--no-simplify",
+            "--no-fuse",
         ],
         capture_output=True,
         text=True,
@@ -242,6 +273,19 @@ def test_cli_export_with_triton_options(hf_folder: Path, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PASS" in result.stdout
     assert load_manifest(out).export["simplified"] is False
+    assert "fusions" not in load_manifest(out).export  # --no-fuse: the plain graphs
+    for tower, x in (
+        ("image", np.random.default_rng(0).standard_normal((3, 3, 48, 48), dtype=np.float32)),
+        ("text", np.array([[2, 4, 5, 6, 3] + [0] * 11, [2, 7, 3] + [0] * 13])),
+    ):
+        plain, fused = (m / tower / "1" / "model.onnx" for m in (out, exported))
+        assert not _contrib_nodes(plain) and _contrib_nodes(fused)
+        name = load_manifest(out).towers[tower].inputs[0].name  # type: ignore[index]
+        a, b = (
+            ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
+            for p in (plain, fused)
+        )
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3)
     config = (out / "image" / "config.pbtxt").read_text()
     assert "max_batch_size: 64" in config and "count: 2" in config
     assert 'name : "tensorrt"' in config and 'value: "FP16"' in config

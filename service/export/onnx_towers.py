@@ -15,7 +15,12 @@ OPSET = 17
 
 
 def export_tower(
-    tower: torch.nn.Module, example: torch.Tensor, input_name: str, output_name: str, path: Path
+    tower: torch.nn.Module,
+    example: torch.Tensor,
+    input_name: str,
+    output_name: str,
+    path: Path,
+    custom_opsets: dict[str, int] | None = None,
 ) -> None:
     """TorchScript-based export with `dynamic_axes`: it keeps the batch axis dynamic for every
     architecture we export (the dynamo exporter freezes it in some attention implementations)."""
@@ -24,14 +29,19 @@ def export_tower(
     # nn.MultiheadAttention's fused inference path has no ONNX export; the plain path has
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        _export(tower, example, input_name, output_name, path)
+        _export(tower, example, input_name, output_name, path, custom_opsets)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     _check_batches(tower, example, path, input_name)
 
 
 def _export(
-    tower: torch.nn.Module, example: torch.Tensor, input_name: str, output_name: str, path: Path
+    tower: torch.nn.Module,
+    example: torch.Tensor,
+    input_name: str,
+    output_name: str,
+    path: Path,
+    custom_opsets: dict[str, int] | None = None,
 ) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -44,6 +54,7 @@ def _export(
             dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
+            custom_opsets=custom_opsets,  # contrib operators (fused attention)
         )
 
 

@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 
 from service.export.errors import ExportError
+from service.export.fusion import fuse_towers
 from service.export.onnx_towers import OPSET, convert_fp16, export_tower, simplify
 from service.export.parity import measure
 from service.export.pixel_input import write_uint8_variant
+from service.export.quantize import quantize_model
 from service.export.source import SourceModel, parse_source
 from service.export.triton_config import TritonOptions, write_config
 from service.manifest import Manifest, TensorSpec, TowerSpec
@@ -96,6 +98,7 @@ def write_model(
     triton: TritonOptions,
     simplified: bool = True,
     uint8_variant: bool = True,
+    fused: bool = True,
 ) -> Manifest:
     manifest = build_manifest(src, name, "fp16" if fp16 else "fp32")
     (out / "tokenizer.json").write_text(src.tokenizer_json)
@@ -110,6 +113,8 @@ def write_model(
         if simplified:
             simplify(spec.onnx_file(out), example, tower, name_in)
     manifest.export["simplified"] = simplified
+    if fused:
+        manifest.export["fusions"] = fuse_towers(src, out, manifest, simplified)
     if fp16:
         for spec in (image, text):
             convert_fp16(spec.onnx_file(out))
@@ -136,14 +141,31 @@ def export_model(
     card: dict[str, object] | None = None,
     simplified: bool = True,
     uint8_variant: bool = True,
+    fused: bool = True,
+    quantize: str | None = None,
+    eval_images: Path | None = None,
 ) -> Manifest:
+    """`quantize="int8"` adds int8 towers, gated on `eval_images` (a labelled ImageFolder of
+    held-out images; see service.export.quantize)."""
+    if quantize is not None and eval_images is None:
+        raise ExportError(
+            f"--quantize {quantize} needs --eval-images: a folder of held-out images, one "
+            "sub-folder per class (its name is the label), for the accuracy gate"
+        )
     src = load_source(source)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         manifest = write_model(
-            src, staging, out.name, fp16, triton or TritonOptions(), simplified, uint8_variant
+            src,
+            staging,
+            out.name,
+            fp16,
+            triton or TritonOptions(),
+            simplified,
+            uint8_variant,
+            fused,
         )
         manifest.write(staging)
         report = measure(src, manifest, staging)
@@ -154,6 +176,9 @@ def export_model(
         manifest.write(staging)
         if not report.passed and not force:
             raise ExportError("parity check failed:\n" + "\n".join(report.lines()))
+        if quantize is not None and eval_images is not None:
+            quantize_model(staging, manifest, eval_images, triton, force)
+            manifest.write(staging)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
