@@ -7,7 +7,9 @@ Each argument is `label=model_folder[:precision]`; the graph measured is the one
 would serve for that precision (the image tower's uint8-input variant where there is one). On a
 shared, noisy machine only interleaved measurements compare: every round runs every graph, tower
 and batch size once for `--seconds`, in turn, and the table gives the median over rounds of the
-mean time per batch, and items/s from it.
+mean time per batch (wall clock), and items/s from it. With `--clock cpu` it is the process's
+CPU time per batch instead: what the graph costs, nearly independent of what else the machine
+runs (use it with `--threads 1`, where CPU time is the work itself).
 """
 
 from __future__ import annotations
@@ -42,13 +44,16 @@ def feeds(spec_inputs: list, batch: int, rng: np.random.Generator) -> dict[str, 
     return out
 
 
-def mean_batch_ms(runner: OrtTowerRunner, feed: dict[str, np.ndarray], seconds: float) -> float:
+def mean_batch_ms(
+    runner: OrtTowerRunner, feed: dict[str, np.ndarray], seconds: float, clock: str
+) -> float:
     runner.run(feed)
-    runs, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds or runs < 2:
+    runs, started, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds or runs < 2:
         runner.run(feed)
         runs += 1
-    return elapsed * 1000 / runs
+    spent = time.process_time() - cpu if clock == "cpu" else time.perf_counter() - started
+    return spent * 1000 / runs
 
 
 def main() -> None:
@@ -59,6 +64,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: auto)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     opts = OrtOptions(intra_op_threads=args.threads, max_batch_size=max(args.batches))
@@ -78,7 +84,7 @@ def main() -> None:
     for round_ in range(args.rounds):
         for (label, tower), (runner, batches) in runners.items():
             for batch, feed in batches.items():
-                ms = mean_batch_ms(runner, feed, args.seconds)
+                ms = mean_batch_ms(runner, feed, args.seconds, args.clock)
                 samples.setdefault((label, tower, batch), []).append(ms)
         print(f"round {round_ + 1}/{args.rounds} done", flush=True)
     rows = []
@@ -96,7 +102,10 @@ def main() -> None:
         )
     labels = list(dict.fromkeys(r["graph"] for r in rows))
     first = labels[0]
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{args.threads or 'auto'} intra-op threads, {args.clock} ms per batch"
+    )
     print("| tower | batch | " + " | ".join(f"{g} ms (items/s)" for g in labels) + " |")
     print("|---|---|" + "---|" * len(labels))
     for tower in args.towers:

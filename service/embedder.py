@@ -87,8 +87,8 @@ class Embedder:
         batcher = self.batcher(model, "text")
         assert model.tokenizer is not None  # a text tower always has one (checked at load)
         ids, mask = model.tokenizer.encode(texts)
-        items = [{"input_ids": ids[i], "attention_mask": mask[i]} for i in range(len(texts))]
-        return TextResult(await self._timed(batcher.submit(items)), int(mask.sum()))
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        return TextResult(await self._timed(batcher.submit(feeds)), int(mask.sum()))
 
     async def _timed(self, work: Awaitable[T]) -> T:
         try:
@@ -119,7 +119,7 @@ class Embedder:
             finally:
                 batcher.incoming -= 1
             metrics.DECODE_SECONDS.observe(seconds)
-            return (await batcher.submit([{input_name: pixels}]))[0]
+            return (await batcher.submit({input_name: pixels[None]}))[0]
 
         self._pending_decodes += len(images)
         batcher.incoming += len(images)  # tells the batcher that more items are on their way

@@ -40,6 +40,10 @@ class TowerSpec(_Strict):
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     # True when the ONNX output is already L2-normalised; the runner normalises either way.
     normalized: bool = False
+    # A text tower that takes sequences of any length and gives the same embeddings when a
+    # batch is cut after its longest row (causal attention, pooled at the end-of-text token):
+    # the onnxruntime runner sends no padding beyond that (checked at export, see fusion.py).
+    trim_padding: bool = False
     # The same image encoder fed uint8 NHWC pixels and normalising them inside the graph: a
     # quarter of the bytes to copy to the device and no float work on the host (the fast path).
     uint8_variant: TowerSpec | None = None

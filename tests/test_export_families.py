@@ -137,6 +137,9 @@ def test_parity_recorded_and_passing(repo: Path, name: str) -> None:
         fused = fusions[tower]
         assert fused["kept"] and fused["attention_modules"] == fused["attention_fused"] == 2
         assert fused["ops"]["Attention"] == 2
+    # OpenCLIP adds all 77 position embeddings and SigLIP pools the last position: neither
+    # text tower may be cut after the longest text (HF CLIP's may, test_export_hf)
+    assert manifest.towers["text"].trim_padding is False
 
 
 def _served(server: Server, model: str, image: bytes) -> tuple[np.ndarray, np.ndarray]:

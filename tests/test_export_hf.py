@@ -123,6 +123,28 @@ def test_exported_towers_run_fused_attention(exported: Path) -> None:
         assert ops["SkipLayerNormalization"] >= 3  # residual + layer norm
 
 
+def test_text_tower_runs_without_the_padding(exported: Path) -> None:
+    """CLIP's text tower is causal and pools at the end-of-text token: the export proves that
+    cutting a batch after its longest text changes nothing, and the runner then does so."""
+    from service.runners.base import cut_padding
+    from service.runners.onnx import OrtOptions, OrtTowerRunner
+    from service.texts import TextTokenizer
+
+    manifest = load_manifest(exported)
+    spec = manifest.towers["text"]
+    assert spec.trim_padding is True and manifest.export["fusions"]["text"]["trims_padding"]
+    assert manifest.towers["image"].trim_padding is False
+    assert manifest.text is not None
+    ids, mask = TextTokenizer(manifest.text, exported).encode(["a photo of the cat", "seven"])
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    cut = cut_padding(feeds)
+    assert cut["input_ids"].shape == (2, 7) and ids.shape == (2, 16)  # 5 words + start/end
+    trimmed = OrtTowerRunner(spec.onnx_file(exported), spec, OrtOptions())
+    padded = spec.model_copy(update={"trim_padding": False})
+    full = OrtTowerRunner(spec.onnx_file(exported), padded, OrtOptions())
+    np.testing.assert_allclose(trimmed.run(feeds), full.run(feeds), atol=1e-5)
+
+
 def _served_images(srv_url: str, blobs: list[bytes]) -> tuple[np.ndarray, str]:
     body = {"input": [data_uri(b) for b in blobs], "modality": "image"}
     got = httpx.post(f"{srv_url}/v1/embeddings", json=body).json()

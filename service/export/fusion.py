@@ -264,6 +264,7 @@ class FusionReport:
     attention_modules: int = 0  # self-attention modules the torch tower ran
     attention_fused: int = 0  # of which traced as one Attention node
     rejected: str = ""  # why the fused graph was not kept
+    trims_padding: bool = False  # same embeddings with the padding after the longest row cut
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -294,18 +295,27 @@ def optimize_transformer(model: Any) -> Any:
 def fuse_towers(
     src: SourceModel, model_dir: Path, manifest: Manifest, simplified: bool
 ) -> dict[str, dict[str, object]]:
-    """Fuse both towers of a fresh fp32 export in place; the reports go in the manifest."""
+    """Fuse both towers of a fresh fp32 export in place (tokenizer.json already written); the
+    text tower's `trim_padding` is set when its fused graph allows it. Returns the reports for
+    the manifest."""
     from PIL import Image
 
     from service.export.parity import SENTENCES, THRESHOLDS, photos
+    from service.texts import TextTokenizer
 
+    assert manifest.text is not None
     images = [Image.open(io.BytesIO(data)).convert("RGB") for _, data in photos()]
+    _, mask = TextTokenizer(manifest.text, model_dir).encode(SENTENCES)
     checks = {
-        "image": (src.image_tower, torch.from_numpy(src.reference_pixels(images))),
-        "text": (src.text_tower, torch.from_numpy(src.reference_tokens(SENTENCES))),
+        "image": (src.image_tower, torch.from_numpy(src.reference_pixels(images)), None),
+        "text": (
+            src.text_tower,
+            torch.from_numpy(src.reference_tokens(SENTENCES)),
+            mask.sum(axis=1),
+        ),
     }
     reports = {}
-    for name, (tower, inputs) in checks.items():
+    for name, (tower, inputs, lengths) in checks.items():
         spec = manifest.towers[name]  # type: ignore[index]
         report = fuse_tower(
             tower,
@@ -315,7 +325,9 @@ def fuse_towers(
             spec.onnx_file(model_dir),
             THRESHOLDS["fp32"],
             simplified,
+            lengths,
         )
+        spec.trim_padding = report.trims_padding
         reports[name] = report.as_dict()
     return reports
 
@@ -328,18 +340,33 @@ def fuse_tower(
     path: Path,
     threshold: float,
     simplified: bool = True,
+    lengths: np.ndarray | None = None,
 ) -> FusionReport:
     """Replace the plain graph at `path` by a fused one when the fused graph matches the torch
     tower on `checks` (real inputs; the first two are traced) at batch 1, 3 and all of them:
     cosine >= `threshold` per item and close values. Otherwise `path` is left alone and the
-    report says why."""
+    report says why.
+
+    With `lengths` (tokens per row of `checks`, padding excluded) the graph takes sequences of
+    any length, and `trims_padding` says whether it gives the same embeddings for a batch cut
+    after its longest row, and for each row cut to its own length (causal towers pooling at
+    the end-of-text token do; towers attending to or pooling over the padding do not)."""
     import onnx
 
     candidate = path.with_name("fused.onnx")
     seen: Seen = {}
+    trims = False
     try:
         with fused_attention(tower) as seen:
-            export_tower(tower, checks[:2], input_name, output_name, candidate, {DOMAIN: 1})
+            export_tower(
+                tower,
+                checks[:2],
+                input_name,
+                output_name,
+                candidate,
+                {DOMAIN: 1},
+                sequence_axis=lengths is not None,
+            )
         model = onnx.load(str(candidate))
         if simplified:
             import onnxslim
@@ -349,10 +376,12 @@ def fuse_tower(
         ops = count_fused_ops(model)
         onnx.save(model, str(candidate))
         problem = _mismatch(tower, checks, candidate, input_name, threshold)
+        if not problem and lengths is not None:
+            trims = _trims_padding(tower, checks, candidate, input_name, threshold, lengths)
     except Exception as exc:  # an exporter or optimiser that chokes leaves the plain graph
         candidate.unlink(missing_ok=True)
         problem, ops = f"fusion failed: {type(exc).__name__}: {exc}", {}
-    report = FusionReport(not problem, ops, len(seen), sum(seen.values()), problem)
+    report = FusionReport(not problem, ops, len(seen), sum(seen.values()), problem, trims)
     if problem:
         candidate.unlink(missing_ok=True)
     else:
@@ -360,23 +389,48 @@ def fuse_tower(
     return report
 
 
+def _trims_padding(
+    tower: torch.nn.Module,
+    checks: torch.Tensor,
+    path: Path,
+    name: str,
+    threshold: float,
+    lengths: np.ndarray,
+) -> bool:
+    try:
+        return not _mismatch(tower, checks, path, name, threshold, lengths)
+    except Exception:  # a graph with a fixed sequence length refuses shorter ones
+        return False
+
+
 def _mismatch(
-    tower: torch.nn.Module, checks: torch.Tensor, path: Path, name: str, threshold: float
+    tower: torch.nn.Module,
+    checks: torch.Tensor,
+    path: Path,
+    name: str,
+    threshold: float,
+    lengths: np.ndarray | None = None,
 ) -> str:
-    """Why the graph at `path` is not the torch tower's function, or "" when it is."""
+    """Why the graph at `path` is not the torch tower's function, or "" when it is; with
+    `lengths`, the graph is fed each batch cut after its longest row (and each row alone, cut
+    to its own length) while torch sees the full rows."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for batch in sorted({1, min(3, len(checks)), len(checks)}):
-        x = checks[:batch]
-        got = session.run(None, {name: x.numpy()})[0]
+    batches = [(0, b) for b in sorted({1, min(3, len(checks)), len(checks)})]
+    if lengths is not None:
+        batches += [(i, i + 1) for i in range(len(checks))]
+    for start, end in batches:
+        x = checks[start:end]
+        cut = x if lengths is None else x[:, : int(lengths[start:end].max())]
+        got = session.run(None, {name: cut.numpy()})[0]
         with torch.no_grad():
             want = tower(x).numpy()
         if got.shape != want.shape:
-            return f"fused graph: shape {got.shape} at batch {batch}, torch gives {want.shape}"
+            return f"fused graph: shape {got.shape} at rows {start}-{end}, torch gives {want.shape}"
         low = float(cosines(got, want).min())
         if low < threshold or not np.allclose(got, want, atol=1e-3, rtol=1e-3):
-            return f"fused graph differs from torch at batch {batch}: min cosine {low:.6f}"
+            return f"fused graph differs from torch at rows {start}-{end}: min cosine {low:.6f}"
     return ""
 
 

@@ -21,6 +21,7 @@ def export_tower(
     output_name: str,
     path: Path,
     custom_opsets: dict[str, int] | None = None,
+    sequence_axis: bool = False,
 ) -> None:
     """TorchScript-based export with `dynamic_axes`: it keeps the batch axis dynamic for every
     architecture we export (the dynamo exporter freezes it in some attention implementations)."""
@@ -29,7 +30,7 @@ def export_tower(
     # nn.MultiheadAttention's fused inference path has no ONNX export; the plain path has
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        _export(tower, example, input_name, output_name, path, custom_opsets)
+        _export(tower, example, input_name, output_name, path, custom_opsets, sequence_axis)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     _check_batches(tower, example, path, input_name)
@@ -42,7 +43,9 @@ def _export(
     output_name: str,
     path: Path,
     custom_opsets: dict[str, int] | None = None,
+    sequence_axis: bool = False,
 ) -> None:
+    axes = {0: "batch", 1: "sequence"} if sequence_axis else {0: "batch"}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -51,7 +54,7 @@ def _export(
             str(path),
             input_names=[input_name],
             output_names=[output_name],
-            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            dynamic_axes={input_name: axes, output_name: {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
             custom_opsets=custom_opsets,  # contrib operators (fused attention)

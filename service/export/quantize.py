@@ -59,6 +59,7 @@ def int8_spec(tower: TowerSpec) -> TowerSpec:
         output=tower.output,
         precision="int8",
         normalized=tower.normalized,
+        trim_padding=tower.trim_padding,
     )
 
 

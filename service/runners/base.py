@@ -77,6 +77,23 @@ def select_feeds(spec: TowerSpec, arrays: dict[str, np.ndarray]) -> dict[str, np
     return feeds
 
 
+def cut_padding(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Token arrays cut after the last column any row uses (by the attention mask), for a
+    tower whose manifest says `trim_padding`: short texts then cost a few columns, not the
+    whole context."""
+    mask = feeds.get("attention_mask")
+    if mask is None or mask.ndim != 2:
+        return feeds
+    used = np.flatnonzero(mask.any(axis=0))
+    width = int(used[-1]) + 1 if used.size else 1
+    if width >= mask.shape[1]:
+        return feeds
+    return {
+        k: v[:, :width] if v.ndim == 2 and v.shape[1] == mask.shape[1] else v
+        for k, v in feeds.items()
+    }
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
