@@ -3,7 +3,7 @@
     python benchmarks/tower_graphs.py plain=/tmp/b32-plain/m fused=/tmp/b32/m int8=/tmp/b32/m:int8
         [--batches 1 8 32] [--rounds 5] [--seconds 0.5] [--out result.json]
 
-Each argument is `label=model_folder[:precision]`; the graph measured is the one the server
+Each argument is `label=model_folder[:int8]`; the graph measured is the one the server
 would serve for that precision (the image tower's uint8-input variant where there is one). On a
 shared, noisy machine only interleaved measurements compare: every round runs every graph, tower
 and batch size once for `--seconds`, in turn, and the table gives the median over rounds of the
@@ -21,22 +21,28 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from service.manifest import load_manifest
-from service.runners.base import NUMPY_DTYPES, serving_spec
+from service.manifest import TensorSpec, load_manifest
+from service.runners.base import NUMPY_DTYPES, Precision, serving_spec
 from service.runners.onnx import OrtOptions, OrtTowerRunner
 
 
-def feeds(spec_inputs: list, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def feeds(
+    spec_inputs: list[TensorSpec], batch: int, tokens: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Random pixels, or token ids of `tokens`-token texts padded to the context, with the
+    attention mask the tokenizer gives (a tower with `trim_padding` runs without the padding)."""
     out = {}
     for inp in spec_inputs:
         shape = [batch, *inp.shape[1:]]
-        if inp.dtype in ("int64", "int32"):  # token ids: a short sentence, then padding
+        if inp.dtype in ("int64", "int32"):
             ids = np.zeros(shape, dtype=NUMPY_DTYPES[inp.dtype])
-            ids[:, :8] = rng.integers(1, 100, (batch, min(8, shape[1])))
+            ids[:, :tokens] = rng.integers(1, 100, (batch, min(tokens, shape[1])))
             out[inp.name] = ids
+            out["attention_mask"] = (ids != 0).astype(np.int64)
         elif inp.dtype == "uint8":
             out[inp.name] = rng.integers(0, 256, shape, dtype=np.uint8)
         else:
@@ -58,13 +64,16 @@ def mean_batch_ms(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("graphs", nargs="+", help="label=model_folder[:precision]")
+    parser.add_argument("graphs", nargs="+", help="label=model_folder[:int8]")
     parser.add_argument("--towers", nargs="+", default=["image", "text"])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: auto)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    parser.add_argument(
+        "--text-tokens", type=int, default=10, help="tokens per text, padding aside"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     opts = OrtOptions(intra_op_threads=args.threads, max_batch_size=max(args.batches))
@@ -76,9 +85,10 @@ def main() -> None:
         model_dir = Path(folder)
         manifest = load_manifest(model_dir)
         for tower in args.towers:
-            spec = serving_spec(model_dir, manifest, tower, "auto", precision or "fp32")
+            chosen: Precision = "int8" if precision == "int8" else "float"
+            spec = serving_spec(model_dir, manifest, tower, "auto", chosen)
             runner = OrtTowerRunner(spec.onnx_file(model_dir), spec, opts)
-            batches = {b: feeds(spec.inputs, b, rng) for b in args.batches}
+            batches = {b: feeds(spec.inputs, b, args.text_tokens, rng) for b in args.batches}
             runners[(label, tower)] = (runner, batches)
     samples: dict[tuple[str, str, int], list[float]] = {}
     for round_ in range(args.rounds):
@@ -87,7 +97,7 @@ def main() -> None:
                 ms = mean_batch_ms(runner, feed, args.seconds, args.clock)
                 samples.setdefault((label, tower, batch), []).append(ms)
         print(f"round {round_ + 1}/{args.rounds} done", flush=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (label, tower, batch), values in samples.items():
         ms = statistics.median(values)
         rows.append(

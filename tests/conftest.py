@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
 
 
 @pytest.fixture(scope="session")
-def int8_model(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
+def int8_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the default model with int8 towers, quantized and gated on its held-out MNIST
     digits (`service.export.quantize`), alone in a model repository."""
     import shutil
@@ -43,8 +43,8 @@ def int8_model(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Pat
 
     root = tmp_path_factory.mktemp("int8")
     write_image_folder(root / "held-out")
-    folder = root / "models" / model_dir.name
-    shutil.copytree(model_dir, folder)
+    folder = root / "models" / DEFAULT_MODEL
+    shutil.copytree(MODELS_DIR / DEFAULT_MODEL, folder)
     manifest = load_manifest(folder)
     quantize_model(folder, manifest, root / "held-out")
     manifest.write(folder)

@@ -132,3 +132,18 @@ def test_quantize_needs_held_out_images(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="needs --eval-images"):
         export_model("open_clip:ViT-B-32", tmp_path / "x", quantize="int8")
     assert not (tmp_path / "x").exists()
+
+
+def test_model_card_measures_the_int8_towers(int8_model: Path) -> None:
+    """`python -m training.train_default` puts the int8 towers' held-out numbers in the card:
+    the same images and prompts as the gate, so the same zero-shot top-1."""
+    from training.mnist import mnist, split
+    from training.train_default import _int8_section, evaluate
+
+    images, labels = mnist()
+    card = evaluate(int8_model, images, labels, split(0)[0], int8=True)
+    report = load_manifest(int8_model).parity["int8"]
+    top1 = card["zero_shot"]["top1"]  # type: ignore[index]
+    assert top1 == pytest.approx(report["zero_shot_top1"]["after"], abs=1e-3)
+    section = _int8_section({"int8": card})
+    assert "--precision int8" in section and f"top-1\n{top1}" in section
