@@ -4,12 +4,13 @@ shared, noisy machine.
     git archive <commit> | tar -x -C /tmp/before          # the old code, as a plain folder
     python benchmarks/interleaved.py before=/tmp/before after=. --modality text \\
         --concurrency 32 [--batch 1] [--encoding base64] [--rounds 6] [--duration 8] \\
-        [--serve-args "--store-engine none"]
+        [--serve-args "--store-engine none"] [--extra 'after:--precision int8']
 
 Each `label=folder` runs `python -m service serve` from that folder (its own code, the same
-settings and model). All servers start once and are paused (SIGSTOP) except the one being
-measured; every round measures each of them once, in turn, with `clipserve bench` (closed loop)
-of this checkout, and the order alternates between rounds. Prints the median over rounds of
+settings and model, plus that label's `--extra` settings). All servers start once and are
+paused (SIGSTOP) except the one being measured; every round measures each of them once, in
+turn, with `clipserve bench` (closed loop) of this checkout, and the order alternates between
+rounds. Prints the median over rounds of
 items/s, p50 and p99 per server, each round's figures, and the server process's CPU time per
 item (all its threads, from /proc): what the request path costs, which the machine's other
 load disturbs far less than it disturbs throughput.
@@ -72,18 +73,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--serve-args", default="--store-engine none", help="shared settings")
+    parser.add_argument(
+        "--extra", action="append", default=[], help="'label:settings' for one server only"
+    )
     args = parser.parse_args()
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / "interleaved-logs"
     logs.mkdir(exist_ok=True)
     running: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     results: dict[str, list[dict[str, float]]] = {}
     try:
+        extra = dict(e.split(":", 1) for e in args.extra)
         for spec in args.servers:
             label, _, folder = spec.partition("=")
             port = free_port()
-            process = start(
-                Path(folder).resolve(), port, shlex.split(args.serve_args), logs / f"{label}.log"
-            )
+            settings = shlex.split(args.serve_args) + shlex.split(extra.get(label, ""))
+            process = start(Path(folder).resolve(), port, settings, logs / f"{label}.log")
             os.killpg(process.pid, signal.SIGSTOP)
             running[label] = (process, port)
         for round_ in range(args.rounds):

@@ -267,8 +267,10 @@ def test_cli_export_with_triton_options(hf_folder: Path, exported: Path, tmp_pat
     import sys
 
     from tests.server import REPO
+    from training.mnist import write_image_folder
 
     out = tmp_path / "models" / "cli-clip"
+    write_image_folder(tmp_path / "held-out", 50)
     result = subprocess.run(
         [
             sys.executable,
@@ -286,6 +288,11 @@ def test_cli_export_with_triton_options(hf_folder: Path, exported: Path, tmp_pat
             "64",
             "--no-simplify",
             "--no-fuse",
+            "--quantize",
+            "int8",
+            "--eval-images",
+            str(tmp_path / "held-out"),
+            "--force",  # random weights: zero-shot is chance either way
         ],
         capture_output=True,
         text=True,
@@ -296,6 +303,9 @@ def test_cli_export_with_triton_options(hf_folder: Path, exported: Path, tmp_pat
     assert "PASS" in result.stdout
     assert load_manifest(out).export["simplified"] is False
     assert "fusions" not in load_manifest(out).export  # --no-fuse: the plain graphs
+    int8 = load_manifest(out).towers["text"].int8_variant
+    assert int8 is not None and int8.onnx_file(out).is_file() and "int8 towers" in result.stdout
+    assert load_manifest(out).parity["int8"]["eval_images"] == 50
     for tower, x in (
         ("image", np.random.default_rng(0).standard_normal((3, 3, 48, 48), dtype=np.float32)),
         ("text", np.array([[2, 4, 5, 6, 3] + [0] * 11, [2, 7, 3] + [0] * 13])),
