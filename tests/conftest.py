@@ -29,3 +29,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
     batching = ["--max-wait-ms", "20", "--max-batch-size", "32"]
     with run_server(tmp, *args, *limits, *batching, "--max-text-chars", "2000") as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def training_data() -> Path:
+    """The default model's data (npm emoji sets, Debian fonts) in the cache: fetched once by
+    `python -m training.fetch_data` (make test runs it), a no-op when already there."""
+    from training.fetch_data import fetch
+
+    return fetch()

