@@ -22,9 +22,11 @@ serve: $(STAMP)  ## serve the bundled default model on :8000 with the embedded s
 test: install  ## install everything the tests need, then run them all
 	bash .ci/install-deploy-tools.sh
 	bash .ci/install-triton.sh
+	$(BIN)/python -m training.fetch_data  # the default model's evaluation data (~90 MB, once)
 	$(BIN)/python -m pytest
 
 test-fast: install  ## skip the slow tests (a local shortcut; CI runs everything)
+	$(BIN)/python -m training.fetch_data
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install

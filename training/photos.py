@@ -35,7 +35,12 @@ CAPTIONS = {
     "text": ["printed and handwritten text"],
 }
 # everyday objects whose names the emoji teach (cat, coffee, rocket, astronaut): held out
-HELD_OUT = {"chelsea": "cat", "coffee": "hot beverage", "rocket": "rocket", "astronaut": "astronaut"}
+HELD_OUT = {
+    "chelsea": "cat",
+    "coffee": "hot beverage",
+    "rocket": "rocket",
+    "astronaut": "astronaut",
+}
 
 
 @cache

@@ -31,8 +31,10 @@ SHAPES = ["circle", "square", "triangle", "star", "heart", "hexagon", "diamond",
 PLURAL = {"cross": "crosses"}
 COUNTS = ["a", "two", "three", "four"]
 RELATIONS = {"left of": (-1, 0), "right of": (1, 0), "above": (0, -1), "below": (0, 1)}
-HELD_OUT = tuple((COLOURS_ := list(COLOURS))[(3 * s + 1) % len(COLOURS_)] + " " + shape
-                 for s, shape in enumerate(SHAPES))  # fmt: skip
+# one pair per shape, each in another colour: every colour and shape is still seen elsewhere
+HELD_OUT = tuple(
+    f"{list(COLOURS)[(3 * s + 1) % len(COLOURS)]} {shape}" for s, shape in enumerate(SHAPES)
+)
 
 
 @dataclass(frozen=True)
@@ -65,35 +67,56 @@ def _outline(shape: str, angle: float) -> list[tuple[float, float]]:
     if shape == "square":
         pts = [(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)]
     elif shape == "triangle":
-        pts = [(math.cos(a), math.sin(a)) for a in (-math.pi / 2 + k * 2 * math.pi / 3 for k in range(3))]
+        pts = [
+            (math.cos(a), math.sin(a))
+            for a in (-math.pi / 2 + k * 2 * math.pi / 3 for k in range(3))
+        ]
     elif shape == "star":
         pts = [
-            ((1 if k % 2 == 0 else 0.42) * math.cos(-math.pi / 2 + k * math.pi / 5),
-             (1 if k % 2 == 0 else 0.42) * math.sin(-math.pi / 2 + k * math.pi / 5))
+            (
+                (1 if k % 2 == 0 else 0.42) * math.cos(-math.pi / 2 + k * math.pi / 5),
+                (1 if k % 2 == 0 else 0.42) * math.sin(-math.pi / 2 + k * math.pi / 5),
+            )
             for k in range(10)
-        ]  # fmt: skip
+        ]
     elif shape == "hexagon":
         pts = [(math.cos(k * math.pi / 3), math.sin(k * math.pi / 3)) for k in range(6)]
     elif shape == "diamond":
         pts = [(0, -1), (0.65, 0), (0, 1), (-0.65, 0)]
     elif shape == "cross":
         a, b = 0.3, 0.9
-        pts = [(-a, -b), (a, -b), (a, -a), (b, -a), (b, a), (a, a), (a, b), (-a, b), (-a, a),
-               (-b, a), (-b, -a), (-a, -a)]  # fmt: skip
+        pts = [
+            (-a, -b),
+            (a, -b),
+            (a, -a),
+            (b, -a),
+            (b, a),
+            (a, a),
+            (a, b),
+            (-a, b),
+            (-a, a),
+            (-b, a),
+            (-b, -a),
+            (-a, -a),
+        ]
     elif shape == "heart":
         pts = [
-            (16 * math.sin(t) ** 3 / 17,
-             -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)) / 17)
+            (
+                16 * math.sin(t) ** 3 / 17,
+                -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t))
+                / 17,
+            )
             for t in (k * 2 * math.pi / 40 for k in range(40))
-        ]  # fmt: skip
+        ]
     else:
         raise ValueError(shape)
     c, s = math.cos(angle), math.sin(angle)
     return [(x * c - y * s, x * s + y * c) for x, y in pts]
 
 
-def draw(canvas: ImageDraw.ImageDraw, thing: Thing, cx: float, cy: float, r: float,
-         rng: random.Random) -> None:  # fmt: skip
+def draw(
+    canvas: ImageDraw.ImageDraw, thing: Thing, cx: float, cy: float, r: float, rng: random.Random
+) -> None:
     colour = tuple(max(0, min(255, v + rng.randint(-20, 20))) for v in COLOURS[thing.colour])
     if thing.shape == "circle":
         canvas.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
@@ -109,7 +132,9 @@ def _paper(rng: random.Random) -> tuple[int, int, int]:
 def _spots(n: int, r: float, rng: random.Random) -> list[tuple[float, float]]:
     """n centres at least 2.1 r apart inside the canvas (rejection sampling, deterministic)."""
     for _ in range(200):
-        spots = [(rng.uniform(r + 1, SIZE - r - 1), rng.uniform(r + 1, SIZE - r - 1)) for _ in range(n)]
+        spots = [
+            (rng.uniform(r + 1, SIZE - r - 1), rng.uniform(r + 1, SIZE - r - 1)) for _ in range(n)
+        ]
         if all(math.dist(a, b) > 2.1 * r for i, a in enumerate(spots) for b in spots[:i]):
             return spots
     return [(r + 1 + (SIZE - 2 * r - 2) * k / max(n - 1, 1), SIZE / 2) for k in range(n)]

@@ -47,8 +47,16 @@ CONFIG: dict[str, Any] = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 3},
 }
 # Prompt templates: training and evaluation (the model's own, used by /v1/classify) disjoint.
-TRAIN_TEMPLATES = ["{}", "{}", "an image of {}", "a drawing of {}", "an icon of {}",
-                   "{} on white", "a small image of {}", "it shows {}"]  # fmt: skip
+TRAIN_TEMPLATES = [
+    "{}",
+    "{}",
+    "an image of {}",
+    "a drawing of {}",
+    "an icon of {}",
+    "{} on white",
+    "a small image of {}",
+    "it shows {}",
+]
 EVAL_TEMPLATES = ["a picture of {}.", "this image shows {}.", "{}, drawn on white."]
 # images per batch from each source (sums to the batch size)
 QUOTAS = {"mnist": 40, "digits_8x8": 16, "fonts": 40, "emoji": 104, "shapes": 48, "photos": 8}
@@ -73,7 +81,7 @@ class Sources:
     """Draws training samples (with augmentation) from each source; the held-out parts of each
     set are never touched."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self) -> None:
         self.mnist_images, self.mnist_labels = mnist.mnist()
         self.mnist_train = mnist.split(0)[1]
         self.ink, self.ink_labels = digits8x8.digits()
@@ -141,7 +149,11 @@ class Sources:
         img = self.photos[name]
         side = int(min(img.size) * rng.uniform(0.5, 1.0))
         x, y = rng.randint(0, img.width - side), rng.randint(0, img.height - side)
-        return img.crop((x, y, x + side, y + side)), rng.choice(photos.CAPTIONS[name]), f"photo:{name}"
+        return (
+            img.crop((x, y, x + side, y + side)),
+            rng.choice(photos.CAPTIONS[name]),
+            f"photo:{name}",
+        )
 
     def batch(self, rng: random.Random) -> list[Sample]:
         return [self.draw[src](rng) for src, n in QUOTAS.items() for _ in range(n)]
@@ -201,8 +213,9 @@ def image_spec(model: Any) -> ImagePreprocess:
     return image_preprocess(NAME, model)
 
 
-def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
-                     keys: list[str]) -> torch.Tensor:  # fmt: skip
+def contrastive_loss(
+    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, keys: list[str]
+) -> torch.Tensor:
     """Symmetric InfoNCE with soft targets: pairs whose keys match are all positives."""
     logits = scale * img @ txt.T
     index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
@@ -215,11 +228,13 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor,
     ) / 2
 
 
-def train(model: Any, steps: int, seed: int, log_every: int = 50) -> float:
+def train(
+    model: Any, steps: int, seed: int, sources: Sources | None = None, log_every: int = 50
+) -> float:
     """Returns the seconds spent."""
     started = time.time()
     rng = random.Random(seed)
-    sources = Sources(seed)
+    sources = sources or Sources()
     captions = Captions()
     spec = image_spec(model)
     normalize = Normalizer(spec)
@@ -279,14 +294,18 @@ def main() -> None:
     parser.add_argument("--fp16", action="store_true", help="export fp16 towers")
     parser.add_argument("--eval-only", action="store_true", help="re-measure an exported model")
     parser.add_argument(
-        "--checkpoint", type=Path, default=fetch_data.cache_dir().parent / f"{NAME}.pt",
+        "--checkpoint",
+        type=Path,
+        default=fetch_data.cache_dir().parent / f"{NAME}.pt",
         help="where the trained torch weights are kept (to re-export without training)",
-    )  # fmt: skip
+    )
     parser.add_argument("--export-only", action="store_true", help="export --checkpoint again")
     parser.add_argument(
-        "--baseline", type=Path, default=Path("models/mnist-clip"),
+        "--baseline",
+        type=Path,
+        default=Path("models/mnist-clip"),
         help="model measured beside it on the digit tasks (skipped when missing)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     fetch_data.fetch()

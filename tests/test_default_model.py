@@ -1,0 +1,153 @@
+"""The shipped default model (models/mini-clip): what `clipserve serve` serves with no settings,
+a complete folder under 30 MB with OpenAI CLIP's tokenizer, and a card whose numbers are real:
+every task is re-measured here on the held-out sets (onnxruntime, the service's preprocessing and
+tokenizer, no torch) and must match the card, beat mnist-clip where both are measured and beat
+chance by a wide margin elsewhere."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.config import BUNDLED_MODELS_DIR
+from service.imaging import ImageLimits
+from service.manifest import Manifest, load_manifest
+from service.registry import load_registry
+from service.runners.onnx import OrtOptions, OrtTowerRunner
+from tests.conftest import MODELS_DIR
+from training import card as card_lib
+from training import emoji, fonts, mnist, photos, shapes
+from training.train_default import EVAL_TEMPLATES, NAME, TRAIN_TEMPLATES
+
+MODEL = MODELS_DIR / NAME
+
+
+@pytest.fixture(scope="module")
+def manifest() -> Manifest:
+    return load_manifest(MODEL)
+
+
+@pytest.fixture(scope="module")
+def card(manifest: Manifest) -> dict[str, Any]:
+    return manifest.card
+
+
+@pytest.fixture(scope="module")
+def measured(training_data: Path) -> dict[str, Any]:
+    return card_lib.measure_all(MODEL)
+
+
+def test_clipserve_serve_with_no_settings_defaults_to_it() -> None:
+    """The README's first command: every bundled model is loaded, the default is mini-clip."""
+    registry = load_registry(
+        BUNDLED_MODELS_DIR,
+        [],
+        None,
+        lambda path, spec: OrtTowerRunner(path, spec, OrtOptions()),
+        ImageLimits(),
+        warm_up=False,
+    )
+    assert registry.default == NAME
+
+
+def test_folder_is_complete_small_and_speaks_clip(manifest: Manifest) -> None:
+    assert manifest.family == "clip" and set(manifest.towers) == {"image", "text"}
+    assert manifest.towers["image"].uint8_variant is not None
+    for tower in ("image", "image_uint8", "text"):
+        assert (MODEL / tower / "config.pbtxt").is_file()
+        assert (MODEL / tower / "1" / "model.onnx").is_file()
+    size = sum(f.stat().st_size for f in MODEL.rglob("*") if f.is_file())
+    assert size < 30 * 1024 * 1024, f"the shipped model is {size} bytes"
+    text = manifest.text
+    assert text is not None
+    assert (text.kind, text.context_length, text.eot_id, text.clean) == ("bpe", 77, 49407, "clip")
+    assert manifest.templates == EVAL_TEMPLATES
+    assert not set(EVAL_TEMPLATES) & set(TRAIN_TEMPLATES)
+
+
+@pytest.mark.export
+def test_tokenizer_is_the_one_our_exporter_writes_for_openai_clip() -> None:
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from service.export.clip_bpe import clip_bpe_tokenizer
+
+    shipped = (MODEL / "tokenizer.json").read_text()
+    assert shipped == clip_bpe_tokenizer(SimpleTokenizer()).to_str()
+
+
+def test_parity_with_open_clip_was_measured_and_passed(manifest: Manifest) -> None:
+    parity = manifest.parity
+    assert parity["passed"] is True and parity["forced"] is False
+    assert parity["precision"] == "fp32" and parity["threshold"] >= 0.9999
+    for tower in ("image", "text", "image_uint8"):
+        assert parity[tower]["min_cosine"] >= 0.9999, tower
+    assert parity["token_ids_equal"] is True
+    assert manifest.source["kind"] == "open_clip" and manifest.source["model"] == NAME
+
+
+def test_card_states_data_licences_and_method(card: dict[str, Any]) -> None:
+    text = (MODEL / "MODEL_CARD.md").read_text()
+    licences = {d["name"]: d["licence"] for d in card["data"]}
+    assert "Apache-2.0" in licences["Noto Emoji"] and "CC-BY-4.0" in licences["Twemoji"]
+    assert not any("openmoji" in (d["name"] + d["what"]).lower() for d in card["data"])
+    training = card["training"]
+    assert training["command"].startswith("python -m training.train_default")
+    assert training["minutes_on_2_cpu_cores"] < 60 and training["cpu_minutes"] > 0
+    assert "real photos" in card["cannot"] and "real photos" in text
+    for name, m in card["tasks"].items():
+        assert str(m["top1"]) in text, name
+
+
+def test_held_out_data_never_enters_training() -> None:
+    assert not set(fonts.fonts(held_out=True)) & set(fonts.fonts(held_out=False))
+    assert {p.stem.split("-")[0] for p in fonts.fonts(held_out=True)} >= {"LiberationSans"}
+    held = [c for c in emoji.concepts() if c.held_out]
+    assert 100 <= len(held) < len(emoji.concepts()) / 5
+    rng = random.Random(0)
+    for _ in range(3000):
+        _, caption, _ = shapes.training_sample(rng)
+        assert not any(name in caption for name in shapes.HELD_OUT), caption
+    assert not set(photos.HELD_OUT) & set(photos.training_names())
+    held_mnist, train_mnist = mnist.split(0)
+    assert not set(held_mnist) & set(train_mnist)
+
+
+@pytest.mark.slow
+def test_every_task_remeasured_matches_the_card(
+    card: dict[str, Any], measured: dict[str, Any]
+) -> None:
+    assert set(measured) == set(card["tasks"])
+    for name, m in measured.items():
+        published = card["tasks"][name]
+        assert m["images"] == published["images"] and m["classes"] == published["classes"]
+        for key in ("top1", "top5"):
+            assert abs(m[key] - published[key]) <= 0.01, (name, key, m[key], published[key])
+        for key in ("precision_at_1", "precision_at_10"):
+            got, want = m["text_to_image"][key], published["text_to_image"][key]
+            assert abs(got - want) <= 0.01, (name, key, got, want)
+
+
+@pytest.mark.slow
+def test_beats_mnist_clip_on_every_digit_task(measured: dict[str, Any]) -> None:
+    baseline = card_lib.measure_all(MODELS_DIR / "mnist-clip", card_lib.DIGIT_TASKS)
+    for name, old in baseline.items():
+        new = measured[name]
+        assert new["top1"] > old["top1"], (name, new["top1"], old["top1"])
+        for key in ("precision_at_1", "precision_at_10"):
+            assert new["text_to_image"][key] >= old["text_to_image"][key], (name, key)
+
+
+@pytest.mark.slow
+def test_beats_chance_widely_on_the_new_tasks(measured: dict[str, Any]) -> None:
+    emoji_task = measured["emoji_other_style"]
+    assert emoji_task["classes"] >= 100
+    assert emoji_task["top1"] >= 20 * emoji_task["chance_top1"]
+    assert emoji_task["text_to_image"]["precision_at_1"] >= 20 * emoji_task["chance_top1"]
+    for name in ("shape_colour", "shape_count"):
+        m = measured[name]
+        assert m["top1"] >= 3 * m["chance_top1"], name
+        assert m["text_to_image"]["precision_at_1"] >= 3 * m["chance_top1"], name
+    assert measured["real_photos"]["top1"] <= 0.5  # what the card says it cannot do
