@@ -7,6 +7,9 @@ chance by a wide margin elsewhere."""
 from __future__ import annotations
 
 import random
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from service.manifest import Manifest, load_manifest
 from service.registry import load_registry
 from service.runners.onnx import OrtOptions, OrtTowerRunner
 from tests.conftest import MODELS_DIR
+from tests.server import REPO, run_server
 from training import card as card_lib
 from training import emoji, fonts, mnist, photos, shapes
 from training.train_default import EVAL_TEMPLATES, NAME, TRAIN_TEMPLATES
@@ -151,3 +155,28 @@ def test_beats_chance_widely_on_the_new_tasks(measured: dict[str, Any]) -> None:
         assert m["top1"] >= 3 * m["chance_top1"], name
         assert m["text_to_image"]["precision_at_1"] >= 3 * m["chance_top1"], name
     assert measured["real_photos"]["top1"] <= 0.5  # what the card says it cannot do
+
+
+@pytest.mark.slow
+def test_clipserve_eval_gives_the_cards_zero_shot_figures(
+    tmp_path: Path, card: dict[str, Any], training_data: Path
+) -> None:
+    """The card's sets written as ImageFolder trees and measured by `clipserve eval` through a
+    running server (uint8 image tower, HTTP, /v1/classify) give the card's top-1."""
+    names = ("font_digits", "emoji_other_style")
+    card_lib.write_image_folders(tmp_path / "sets", names)
+    with run_server(tmp_path, "--models", NAME) as server:
+        for name in names:
+            folder = str(tmp_path / "sets" / name)
+            done = subprocess.run(
+                [sys.executable, "-m", "service", "eval", folder, "--url", server.url],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                cwd=REPO,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            found = re.search(r"zero-shot top-1 ([0-9.]+)", done.stdout)
+            assert found, done.stdout
+            top1 = float(found.group(1))
+            assert abs(top1 - card["tasks"][name]["top1"]) <= 0.01, (name, top1, done.stdout)
