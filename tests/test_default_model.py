@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from service.config import BUNDLED_MODELS_DIR
+from service.config import BUNDLED_MODELS_DIR, Settings
 from service.imaging import ImageLimits
 from service.manifest import Manifest, load_manifest
 from service.registry import load_registry
-from service.runners.onnx import OrtOptions, OrtTowerRunner
+from service.runners.factory import runner_factory
 from tests.conftest import MODELS_DIR
 from tests.server import REPO, run_server
 from training import card as card_lib
@@ -46,15 +47,12 @@ def measured(training_data: Path) -> dict[str, Any]:
 
 def test_clipserve_serve_with_no_settings_defaults_to_it() -> None:
     """The README's first command: every bundled model is loaded, the default is mini-clip."""
+    settings = Settings(_env_file=None)
+    assert settings.models_dir == BUNDLED_MODELS_DIR and settings.default_model is None
     registry = load_registry(
-        BUNDLED_MODELS_DIR,
-        [],
-        None,
-        lambda path, spec: OrtTowerRunner(path, spec, OrtOptions()),
-        ImageLimits(),
-        warm_up=False,
+        settings.models_dir, settings.models, None, runner_factory(settings), ImageLimits()
     )
-    assert registry.default == NAME
+    assert registry.default == NAME and "mnist-clip" in registry.models
 
 
 def test_folder_is_complete_small_and_speaks_clip(manifest: Manifest) -> None:
@@ -82,6 +80,24 @@ def test_tokenizer_is_the_one_our_exporter_writes_for_openai_clip() -> None:
     assert shipped == clip_bpe_tokenizer(SimpleTokenizer()).to_str()
 
 
+@pytest.mark.export
+def test_fp16_towers_give_the_same_embeddings(tmp_path: Path, training_data: Path) -> None:
+    """`--fp16` (what `clipserve export --fp16` does to the towers) on this model."""
+    from service.export.onnx_towers import convert_fp16
+
+    half_dir = tmp_path / NAME
+    shutil.copytree(MODEL, half_dir)
+    manifest = load_manifest(half_dir)
+    for tower in ("image", "text"):
+        convert_fp16(half_dir / tower / "1" / "model.onnx")
+        manifest.towers[tower].precision = "fp16"  # as the exporter records it
+    manifest.write(half_dir)
+    full, half = card_lib.Towers(MODEL), card_lib.Towers(half_dir)
+    t = card_lib.task("emoji_other_style")
+    assert (full.images(t.images[:64]) * half.images(t.images[:64])).sum(1).min() >= 0.999
+    assert (full.texts(t.classes[:64]) * half.texts(t.classes[:64])).sum(1).min() >= 0.999
+
+
 def test_parity_with_open_clip_was_measured_and_passed(manifest: Manifest) -> None:
     parity = manifest.parity
     assert parity["passed"] is True and parity["forced"] is False
@@ -99,7 +115,7 @@ def test_card_states_data_licences_and_method(card: dict[str, Any]) -> None:
     assert not any("openmoji" in (d["name"] + d["what"]).lower() for d in card["data"])
     training = card["training"]
     assert training["command"].startswith("python -m training.train_default")
-    assert training["minutes_on_2_cpu_cores"] < 60 and training["cpu_minutes"] > 0
+    assert 0 < training["cpu_minutes"] < 20  # wall time depends on what else shares the cores
     assert "real photos" in card["cannot"] and "real photos" in text
     for name, m in card["tasks"].items():
         assert str(m["top1"]) in text, name
@@ -165,7 +181,7 @@ def test_clipserve_eval_gives_the_cards_zero_shot_figures(
     running server (uint8 image tower, HTTP, /v1/classify) give the card's top-1."""
     names = ("font_digits", "emoji_other_style")
     card_lib.write_image_folders(tmp_path / "sets", names)
-    with run_server(tmp_path, "--models", NAME) as server:
+    with run_server(tmp_path, "--models-dir", str(MODELS_DIR), "--models", NAME) as server:
         for name in names:
             folder = str(tmp_path / "sets" / name)
             done = subprocess.run(
