@@ -331,7 +331,8 @@ def card(
         + f"; Twemoji drawings of the emoji concepts held out (crc32 of the code points mod 100 < "
         f"{emoji.HELD_OUT_PERCENT}); colour+shape pairs {', '.join(shapes.HELD_OUT)}; photos "
         + ", ".join(photos.HELD_OUT)
-        + ". Prompt templates for evaluation never used in training.",
+        + ". Prompts: the model's own templates (its training wording, as /v1/classify uses "
+        "them); every image measured is held out.",
     }
     if baseline:
         out["baseline"] = {"model": baseline_name, "tasks": baseline}
@@ -377,7 +378,7 @@ minutes. It knows drawings, not the world.
 
 **It does not recognise** {c["cannot"]}.
 
-## Measured on held-out data (ONNX towers, the service's preprocessing, unseen prompt templates)
+## Measured on held-out data (ONNX towers, the service's preprocessing, the model's templates)
 
 Zero-shot: each image against every class name of the task, through the model's prompt
 templates as `POST /v1/classify` does. Text->image: one query per class and template over all
