@@ -5,6 +5,7 @@ and zero-shot classifications over real HTTP, with the answers the README shows.
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,7 +76,8 @@ def test_readme_search(served: Server, text: str, folder: str | None, first: str
     assert f'"{text}"' in README and first in README
     body: dict[str, Any] = {"query": {"text": text}, "limit": 3}
     if folder:
-        body["filter"] = {"must": [{"key": "folder", "match": {"value": folder}}]}
+        body["filter"] = {"must": [{"key": "folder", "match": folder}]}
+        assert json.dumps(body["filter"]) in README
     hits = _post(served, "/v1/collections/things/search", body)["results"]
     assert hits[0]["payload"]["filename"] == first, [h["payload"]["filename"] for h in hits]
     if folder:

@@ -366,6 +366,11 @@ def write_model_card(out: Path, c: dict[str, Any]) -> None:
     rows = [_row(n, m, base_tasks.get(n)) for n, m in c["tasks"].items()]
     data = [f"| {d['name']} | {d['what']} | {d['licence']} |" for d in c["data"]]
     baseline = base.get("model", "baseline")
+    schedules = "; ".join(
+        f"{st['steps']} steps at peak rate {st['peak_lr']}: "
+        + ", ".join(f"{k} {v}" for k, v in st["batch_mix"].items())
+        for st in c["training"]["schedules"]
+    )
     (out / "MODEL_CARD.md").write_text(
         f"""# {out.name}: the default model of clipserve
 
@@ -406,8 +411,8 @@ is used to train, not redistributed.
     python -m training.fetch_data
     {training["command"]}
 
-Seed {training["seed"]}, {training["steps"]} steps of {training["batch"]} images
-({", ".join(f"{k} {v}" for k, v in training["batch_mix"].items())}),
+Seed {training["seed"]}, {training["steps"]} steps of {training["batch"]} images in
+{len(training["schedules"])} schedules ({schedules}),
 {training["minutes_on_2_cpu_cores"]} min wall on a shared 2-core machine
 ({training.get("cpu_minutes", "?")} CPU-minutes); the script exports through `clipserve export`'s
 open_clip loader (parity in `clipserve.json`) and measures this card.

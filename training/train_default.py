@@ -63,7 +63,11 @@ TRAIN_TEMPLATES = [
 TEMPLATES = list(dict.fromkeys(TRAIN_TEMPLATES))
 # images per batch from each source (sums to the batch size)
 QUOTAS = {"mnist": 40, "digits_8x8": 16, "fonts": 40, "emoji": 104, "shapes": 48, "photos": 8}
+# A second, short schedule from the first one's weights (fresh optimizer, lower rate), weighted
+# towards handwriting: after the first, MNIST top-1 was 0.889, below mnist-clip's 0.893.
+DIGIT_QUOTAS = {"mnist": 96, "digits_8x8": 24, "fonts": 32, "emoji": 64, "shapes": 32, "photos": 8}
 STEPS = 1200
+STAGES = [(STEPS, 2e-3, QUOTAS), (250, 5e-4, DIGIT_QUOTAS)]  # (steps, peak rate, batch mix)
 # One intra-op thread: these convolutions are too small to split well, two threads spin-wait on
 # a shared machine (measured 1.5-4x the CPU time), and a fixed count keeps results bit-identical.
 THREADS = 1
@@ -158,8 +162,8 @@ class Sources:
             f"photo:{name}",
         )
 
-    def batch(self, rng: random.Random) -> list[Sample]:
-        return [self.draw[src](rng) for src, n in QUOTAS.items() for _ in range(n)]
+    def batch(self, rng: random.Random, quotas: dict[str, int]) -> list[Sample]:
+        return [self.draw[src](rng) for src, n in quotas.items() for _ in range(n)]
 
 
 def _shrunk(img: Image.Image, side: int = 160) -> Image.Image:
@@ -232,9 +236,15 @@ def contrastive_loss(
 
 
 def train(
-    model: Any, steps: int, seed: int, sources: Sources | None = None, log_every: int = 50
+    model: Any,
+    steps: int,
+    seed: int,
+    sources: Sources | None = None,
+    log_every: int = 50,
+    lr: float = 2e-3,
+    quotas: dict[str, int] = QUOTAS,
 ) -> float:
-    """Returns the seconds spent."""
+    """One schedule (warm-up then cosine decay); returns the seconds spent."""
     started = time.time()
     rng = random.Random(seed)
     sources = sources or Sources()
@@ -245,18 +255,18 @@ def train(
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-        lr=2e-3,
+        lr=lr,
         betas=(0.9, 0.98),
         eps=1e-6,
     )
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=2e-3, total_steps=steps, pct_start=0.08, anneal_strategy="cos"
+        opt, max_lr=lr, total_steps=steps, pct_start=0.08, anneal_strategy="cos"
     )
     print(f"data ready in {time.time() - started:.0f}s", flush=True)
     model.train()
     total = 0.0
     for step in range(1, steps + 1):
-        samples = sources.batch(rng)
+        samples = sources.batch(rng, quotas)
         x = torch.from_numpy(np.stack([normalize(prepare(img, spec)) for img, _, _ in samples]))
         ids = captions([c for _, c, _ in samples])
         img = F.normalize(model.encode_image(x), dim=-1)
@@ -278,6 +288,24 @@ def train(
             total = 0.0
     model.eval()
     return time.time() - started
+
+
+def train_stages(model: Any, args: argparse.Namespace) -> None:
+    """The schedules in order; the first one's weights are kept in --checkpoint, so that the
+    rest can be re-run from them (`--resume`) with the same result as a whole run."""
+    stages = [(args.steps, *STAGES[0][1:]), *STAGES[1:]]
+    sources = Sources()
+    if args.resume:
+        model.load_state_dict(torch.load(args.checkpoint, weights_only=True))
+    for k, (steps, lr, quotas) in enumerate(stages):
+        if k == 0 and args.resume:
+            continue
+        model.train()
+        seconds = train(model, steps, args.seed + k, sources, lr=lr, quotas=quotas)
+        print(f"schedule {k + 1}: {steps} steps in {seconds / 60:.1f} min", flush=True)
+        if k == 0:
+            args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), args.checkpoint)
 
 
 def export(model: Any, out: Path, fp16: bool) -> None:
@@ -304,6 +332,9 @@ def main() -> None:
     )
     parser.add_argument("--export-only", action="store_true", help="export --checkpoint again")
     parser.add_argument(
+        "--resume", action="store_true", help="load the first schedule's --checkpoint, run the rest"
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         default=Path("models/mnist-clip"),
@@ -317,17 +348,19 @@ def main() -> None:
         finalize(args, training.get("minutes_on_2_cpu_cores", 0), training.get("cpu_minutes", 0))
         return
     started, cpu = time.time(), time.process_time()
+    before = (0.0, 0.0)  # a resumed run adds the minutes its first schedule's run recorded
+    if args.resume:
+        done = load_manifest(args.out).card["training"]
+        before = (done["minutes_on_2_cpu_cores"], done["cpu_minutes"])
     model = create_model(args.seed)
     if args.export_only:
         model.load_state_dict(torch.load(args.checkpoint, weights_only=True))
         model.eval()
     else:
-        seconds = train(model, args.steps, args.seed)
-        print(f"trained in {seconds / 60:.1f} min", flush=True)
-        args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), args.checkpoint)
+        train_stages(model, args)
     export(model, args.out, args.fp16)
-    finalize(args, (time.time() - started) / 60, (time.process_time() - cpu) / 60)
+    minutes = before[0] + (time.time() - started) / 60
+    finalize(args, minutes, before[1] + (time.process_time() - cpu) / 60)
 
 
 def finalize(args: argparse.Namespace, minutes: float, cpu_minutes: float) -> None:
@@ -348,7 +381,11 @@ def finalize(args: argparse.Namespace, minutes: float, cpu_minutes: float) -> No
     card["training"] = {
         "command": command,
         "seed": args.seed,
-        "steps": args.steps,
+        "steps": args.steps + sum(steps for steps, _, _ in STAGES[1:]),
+        "schedules": [
+            {"steps": steps, "peak_lr": lr, "batch_mix": quotas}
+            for steps, lr, quotas in [(args.steps, *STAGES[0][1:]), *STAGES[1:]]
+        ],
         "batch": sum(QUOTAS.values()),
         "batch_mix": QUOTAS,
         "minutes_on_2_cpu_cores": round(minutes, 1),
