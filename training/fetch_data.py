@@ -91,6 +91,9 @@ def fetch(root: Path | None = None) -> Path:
             if folder.exists():
                 shutil.rmtree(folder)
             folder.mkdir(parents=True)
+            for tool in ("npm",) if kind == "npm" else ("apt-get", "dpkg-deb"):
+                if shutil.which(tool) is None:
+                    raise SystemExit(f"fetch_data: {spec} needs {tool}, which is not installed")
             print(f"fetch_data: {spec}", flush=True)
             install(spec, folder)
             (folder / ".fetched").write_text(spec)
