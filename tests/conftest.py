@@ -49,3 +49,12 @@ def int8_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     quantize_model(folder, manifest, root / "held-out")
     manifest.write(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def training_data() -> Path:
+    """The default model's data (npm emoji sets, Debian fonts) in the cache: fetched once by
+    `python -m training.fetch_data` (make test runs it), a no-op when already there."""
+    from training.fetch_data import fetch
+
+    return fetch()

@@ -126,7 +126,6 @@ def test_parity_report_covers_what_users_send(repo: Path, name: str) -> None:
         assert {"special_token_text", "grapheme_normalisation"} <= set(deviations)
 
 
-
 @pytest.mark.parametrize("name", OPEN_CLIP_MODELS + HF_MODELS + ["tiny-openclip-vit-fp16"])
 def test_every_self_attention_is_one_fused_node(repo: Path, name: str) -> None:
     """Each tower's two transformer layers run one fused Attention node each, except where the

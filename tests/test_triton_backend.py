@@ -729,3 +729,36 @@ def test_int8_towers_through_triton(
                 assert _cos(ours, ref).min() >= 0.999, _cos(ours, ref)
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["float", "int8"])
+def test_the_default_model_through_triton(
+    triton_install: TritonInstall, tmp_path: Path, precision: str
+) -> None:
+    """`tritonserver --model-repository=models/mini-clip` (docs/triton.md, the compose and chart
+    default) loads all of the default model's towers, fused graphs (com.microsoft Attention) and
+    int8 ones alike, and clipserve in front of it returns the in-process runner's embeddings:
+    to 0.9999 for float, 0.999 for int8 (dynamic scales are per batch, Triton's batches are not
+    ours)."""
+    model = MODELS_DIR / "mini-clip"
+    server = Triton(triton_install, [model], tmp_path)
+    server.start()
+    try:
+        common = ["--models-dir", str(MODELS_DIR), "--models", "mini-clip"]
+        common += ["--precision", precision, "--store-engine", "none"]
+        remote = ["--runtime", "triton", "--triton-url", server.grpc_url, "--triton-retries", "1"]
+        with run_server(tmp_path, *common, *remote) as via, run_server(tmp_path, *common) as local:
+            card = httpx.get(f"{via.url}/v1/models").json()["data"][0]
+            want = "int8" if precision == "int8" else "fp32"
+            assert card["runtime"] == "triton" and card["precision"] == {
+                "image": want,
+                "text": want,
+            }
+            texts = ["a red heart", "two blue stars", "the digit seven", "a cat"]
+            for inputs, modality in ((texts, "text"), (_images(), "image")):
+                ours, ref = _embed(via, inputs, modality), _embed(local, inputs, modality)
+                bound = 0.999 if precision == "int8" else 0.9999
+                assert _cos(ours, ref).min() >= bound, _cos(ours, ref)
+    finally:
+        server.stop()
