@@ -57,6 +57,15 @@ def test_export_writes_a_servable_model_repository(exported: Path) -> None:
     assert manifest.scores.logit_scale == pytest.approx(np.exp(np.log(1 / 0.07)), rel=1e-4)
 
 
+def test_exported_folder_is_readable_like_any_other(exported: Path) -> None:
+    """The model folder gets the permissions of a folder made there (umask), not those of a
+    private temporary folder: a container running as another user (the image's service user,
+    Triton) must read it when it is mounted."""
+    plain = exported.parent / "plain"
+    plain.mkdir()
+    assert exported.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
 def test_parity_against_transformers(exported: Path) -> None:
     parity = load_manifest(exported).parity
     assert parity["passed"] is True and parity["forced"] is False

@@ -7,7 +7,7 @@ parity passes (or `force` records the failure), so a failed export never leaves 
 from __future__ import annotations
 
 import shutil
-import tempfile
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -211,7 +211,10 @@ def export_model(
     src = load_source(source, tokenizer_dir, text_attention_mask)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    # a unique folder beside `out`, renamed into place when complete; made with mkdir, not
+    # mkdtemp, whose 0700 would stay on the model folder (unreadable to a container's user)
+    staging = out.parent / f".{out.name}-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
     try:
         manifest = write_model(
             src,
