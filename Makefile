@@ -30,9 +30,11 @@ test: install  ## install everything the tests need, then run them all
 	bash .ci/install-triton.sh
 	bash .ci/install-image-tools.sh
 	bash .ci/install-browser.sh
+	$(BIN)/python -m training.fetch_data  # the default model's evaluation data (~90 MB, once)
 	$(BIN)/python -m pytest
 
 test-fast: install  ## skip the slow tests (a local shortcut; CI runs everything)
+	$(BIN)/python -m training.fetch_data
 	$(BIN)/python -m pytest -m "not slow"
 
 test-serve: $(SERVE_STAMP)  ## the serving side only: no export extra, no deploy validators

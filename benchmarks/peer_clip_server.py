@@ -23,7 +23,7 @@ Run (clip-server alone, then clipserve alone, same load):
         .tools/cas-venv/bin/python -m clip_server /tmp/peer-clip-cas/flow.yml
     .tools/cas-venv/bin/python benchmarks/peer_clip_server.py verify --url http://127.0.0.1:8000
     .tools/cas-venv/bin/python benchmarks/peer_clip_server.py bench --modality text|image \
-        --concurrency 1 8 32 --duration 6
+        --concurrency 1 8 32 --duration 6 [--batch 8]
 Without OMP_NUM_THREADS the executor gives onnxruntime 2 x torch threads (4 on 2 cores) in
 ORT_PARALLEL mode, which oversubscribes a small machine; OMP_NUM_THREADS=1 leaves ORT defaults.
 """
@@ -89,17 +89,23 @@ def _bench_items(modality: str) -> list[dict[str, Any]]:
     return [item for (item,) in _payloads(BenchConfig(modality=modality))]
 
 
-def _payloads(modality: str) -> list[bytes]:
-    """Serialised DataRequestProtos, one item each (an image as raw JPEG bytes in `blob`)."""
+def _payloads(modality: str, batch: int = 1) -> list[bytes]:
+    """Serialised DataRequestProtos of `batch` items each, as `clipserve bench --batch` sends
+    them (an image as raw JPEG bytes in `blob`)."""
     from docarray import Document, DocumentArray
     from jina.types.request.data import DataRequest
 
+    items = _bench_items(modality)
     out = []
-    for item in _bench_items(modality):
-        doc = Document(text=item["text"]) if modality == "text" else Document(blob=item["raw"])
+    for i in range(len(items)):
+        docs = []
+        for j in range(batch):
+            item = items[(i + j) % len(items)]
+            text = modality == "text"
+            docs.append(Document(text=item["text"]) if text else Document(blob=item["raw"]))
         req = DataRequest()
         req.header.exec_endpoint = "/"
-        req.data.docs = DocumentArray([doc])
+        req.data.docs = DocumentArray(docs)
         out.append(req.proto.SerializeToString())
     return out
 
@@ -125,11 +131,13 @@ def _embeddings(raw: bytes) -> Any:
     return resp.docs.embeddings
 
 
-async def bench(port: int, modality: str, concurrency: int, duration: float) -> dict[str, Any]:
+async def bench(
+    port: int, modality: str, concurrency: int, duration: float, batch: int = 1
+) -> dict[str, Any]:
     import numpy as np
     from jina.types.request.data import DataRequest
 
-    payloads = _payloads(modality)
+    payloads = _payloads(modality, batch)
     channel, call = _channel(port)
     for p in payloads[:5]:  # warm-up, as clipserve bench
         _embeddings(await call(p))
@@ -155,12 +163,14 @@ async def bench(port: int, modality: str, concurrency: int, duration: float) -> 
     row = {
         "modality": modality,
         "concurrency": concurrency,
-        "items_per_s": (len(latencies) - errors) / seconds,
+        "batch": batch,
+        "items_per_s": (len(latencies) - errors) * batch / seconds,
         "errors": errors,
         **{f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)},
     }
     print(
-        f"{modality:>6} c={concurrency:<3} {row['items_per_s']:8.1f} items/s  p50 {row['p50']:7.1f}"
+        f"{modality:>6} c={concurrency:<3} b={batch:<3} {row['items_per_s']:8.1f} items/s  "
+        f"p50 {row['p50']:7.1f}"
         f" ms  p95 {row['p95']:7.1f} ms  p99 {row['p99']:7.1f} ms  errors {errors}"
     )
     return row
@@ -207,6 +217,7 @@ def main() -> None:
     r.add_argument("--modality", choices=("text", "image"), default="text")
     r.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     r.add_argument("--duration", type=float, default=6.0)
+    r.add_argument("--batch", type=int, default=1, help="items per request")
     r.add_argument("--json", action="store_true", help="also print each result as a JSON line")
     args = parser.parse_args()
     if args.cmd == "build":
@@ -215,7 +226,7 @@ def main() -> None:
         asyncio.run(verify(args.port, args.url))
     else:
         for c in args.concurrency:
-            row = asyncio.run(bench(args.port, args.modality, c, args.duration))
+            row = asyncio.run(bench(args.port, args.modality, c, args.duration, args.batch))
             if args.json:
                 print(json.dumps(row))
 

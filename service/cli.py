@@ -11,6 +11,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from service.config import Settings
@@ -111,7 +112,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from pathlib import Path
 
     try:
         from service.export import ExportError, export_model
@@ -137,6 +137,9 @@ def cmd_export(args: argparse.Namespace) -> None:
             uint8_variant=args.uint8_variant,
             tokenizer_dir=Path(args.tokenizer) if args.tokenizer else None,
             text_attention_mask=args.text_attention_mask,
+            fused=args.fuse,
+            quantize=args.quantize,
+            eval_images=args.eval_images,
         )
     except ExportError as exc:
         raise CliError(str(exc)) from exc
@@ -154,7 +157,6 @@ def _plots() -> Any:
 def _read_results(names: list[str]) -> list[tuple[str, Any]]:
     """(file name, results) of `clipserve bench --out` files."""
     import json
-    from pathlib import Path
 
     runs = []
     for name in names:
@@ -167,7 +169,6 @@ def _read_results(names: list[str]) -> list[tuple[str, Any]]:
 
 
 def _draw_bench(plot: str, runs: list[tuple[str, Any]]) -> None:
-    from pathlib import Path
 
     try:
         print(f"plot: {_plots().bench_plot(runs, Path(plot))}")
@@ -178,7 +179,6 @@ def _draw_bench(plot: str, runs: list[tuple[str, Any]]) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     import asyncio
     from dataclasses import asdict
-    from pathlib import Path
 
     if args.results is not None and not args.plot:
         _fail("--results draws earlier results: give --plot FILE too")
@@ -243,7 +243,6 @@ def _against_server(args: argparse.Namespace, work: Callable[[Any], T]) -> T:
 
 
 def cmd_index(args: argparse.Namespace) -> None:
-    from pathlib import Path
 
     from service.indexer import index_folder
 
@@ -257,7 +256,6 @@ def cmd_index(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from pathlib import Path
 
     from service.evaluate import evaluate_folder
 
@@ -391,6 +389,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="give the text tower an attention_mask input and match the call that passes it "
         "(default: the call the family was trained with: none for CLIP and SigLIP)",
+    )
+    export.add_argument(
+        "--fuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fused attention, layer-norm, GELU and bias nodes (onnxruntime contrib operators), "
+        "kept only where they match torch; the manifest records what was fused",
+    )
+    export.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="also write int8 towers for CPUs (served with --precision int8), gated on "
+        "--eval-images: median cosine >= 0.99 and zero-shot top-1 within one point",
+    )
+    export.add_argument(
+        "--eval-images",
+        type=Path,
+        help="held-out labelled images for the int8 gate: one sub-folder per class",
     )
     triton = export.add_argument_group("Triton config.pbtxt (how Triton serves the towers)")
     triton.add_argument("--triton-max-batch-size", type=int, default=256)

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         "the bytes to the device), float32 (normalised on the host), auto: uint8 where the model "
         "has that variant",
     )
+    precision: Literal["float", "int8"] = Field(
+        "float",
+        description="towers to serve: float (as exported, fp32 or fp16) or int8 (quantized for "
+        "CPUs by `clipserve export --quantize int8`) where a model has them, else its float ones",
+    )
     warmup: bool = Field(True, description="run one batch per tower at start-up")
 
     # --- auth

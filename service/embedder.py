@@ -135,10 +135,8 @@ class Embedder:
                 ids, mask, unknown = await _tokenize(tokenizer, chunk)
                 if unknown.any():
                     metrics.UNKNOWN_TOKENS.labels(model=model.name).inc(int(unknown.sum()))
-                items = [
-                    {"input_ids": ids[i], "attention_mask": mask[i]} for i in range(len(chunk))
-                ]
-                vectors.append(await batcher.submit(items))
+                feeds = {"input_ids": ids, "attention_mask": mask}
+                vectors.append(await batcher.submit(feeds))
                 unknowns.append(unknown)
                 tokens += int(mask.sum())
             return TextResult(np.concatenate(vectors), tokens, np.concatenate(unknowns))
@@ -193,7 +191,7 @@ class Embedder:
             finally:
                 batcher.incoming -= 1
             metrics.DECODE_SECONDS.observe(seconds)
-            return (await batcher.submit([{input_name: pixels}]))[0]
+            return (await batcher.submit({input_name: pixels[None]}))[0]
 
         self._pending_decodes += len(images)
         batcher.incoming += len(images)  # tells the batcher that more items are on their way

@@ -1,8 +1,9 @@
 """`clipserve eval DIR`: zero-shot accuracy and text->image retrieval on an ImageFolder tree
 (one folder per class, the folder name is the label), measured through a running server.
 
-Text->image retrieval is measured by `text_to_image` below, which the default model's card
-(`training/train_default.py`) uses too, so a card and `clipserve eval` on the same images and
+Text->image retrieval is measured by `class_queries` and `text_to_image` below, which the model
+cards (`training/card.py`, `training/train_mnist_clip.py`) and the int8 report
+(`service/export/quantize.py`) use too, so a card and `clipserve eval` on the same images and
 class names give the same numbers: one query per class and prompt template (the model's own
 templates, as `/v1/classify` uses), relevant = the images of that class.
 """
@@ -39,9 +40,10 @@ def ranking(queries: np.ndarray, images: np.ndarray) -> np.ndarray:
 def text_to_image(
     queries: np.ndarray, query_class: np.ndarray, images: np.ndarray, image_class: np.ndarray
 ) -> dict[str, Any]:
-    """precision@k (share of the top k images that are of the query's class) and mean average
-    precision over the whole ranking, averaged over queries; vectors are unit norm. With few
-    classes, "recall@k" (any relevant image in the top k) is nearly always 1, so it is not used."""
+    """precision@k (share of the top k images that are of the query's class), recall@10 (any
+    image of the query's class in the top 10: the figure where a class has one image; with many
+    images per class it is nearly always 1) and mean average precision over the whole ranking,
+    averaged over queries; vectors are unit norm."""
     order = ranking(queries, images)
     hits = image_class[order] == query_class[:, None]
     ranks = np.arange(1, hits.shape[1] + 1)
@@ -49,6 +51,7 @@ def text_to_image(
     out: dict[str, Any] = {"queries": len(queries)}
     for k in PRECISION_AT:
         out[f"precision_at_{k}"] = round(float(hits[:, :k].mean()), 4)
+    out["recall_at_10"] = round(float(hits[:, :10].any(axis=1).mean()), 4)
     out["mean_average_precision"] = round(float(ap.mean()), 4)
     return out
 
@@ -152,10 +155,11 @@ def evaluate_folder(
         vectors += [d["embedding"] for d in answer["data"]]
     templates = _check(client.get(f"/v1/models/{served}"))["templates"]
     texts, query_class = class_queries(classes, templates)
-    query = {"input": texts, "model": served}
-    queries = np.asarray(
-        [d["embedding"] for d in _check(client.post("/v1/embeddings", json=query))["data"]]
-    )
+    found: list[list[float]] = []
+    for start in range(0, len(texts), batch):  # within the server's items per request
+        query = {"input": texts[start : start + batch], "model": served}
+        found += [d["embedding"] for d in _check(client.post("/v1/embeddings", json=query))["data"]]
+    queries = np.asarray(found)
     images = np.asarray(vectors, dtype=np.float32)
     n = len(files)
     details = EvalDetails(

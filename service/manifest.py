@@ -37,12 +37,27 @@ class TowerSpec(_Strict):
     path: str
     inputs: list[TensorSpec]
     output: TensorSpec
-    precision: Literal["fp32", "fp16"] = "fp32"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
     # True when the ONNX output is already L2-normalised; the runner normalises either way.
     normalized: bool = False
+    # A text tower that takes sequences of any length and gives the same embeddings when a
+    # batch is cut after its longest row (causal attention, pooled at the end-of-text token):
+    # the onnxruntime runner sends no padding beyond that (checked at export, see fusion.py).
+    trim_padding: bool = False
     # The same image encoder fed uint8 NHWC pixels and normalising them inside the graph: a
     # quarter of the bytes to copy to the device and no float work on the host (the fast path).
     uint8_variant: TowerSpec | None = None
+    # The same encoder with int8 weights, quantized dynamically for CPUs (`export --quantize`),
+    # served with `precision=int8`; an image tower's int8 variant has its own uint8 variant.
+    int8_variant: TowerSpec | None = None
+
+    def graphs(self) -> list[TowerSpec]:
+        """This graph and all its variants, each in a Triton model folder of its own."""
+        found = [self]
+        for variant in (self.uint8_variant, self.int8_variant):
+            if variant is not None:
+                found += variant.graphs()
+        return found
 
     def onnx_file(self, model_dir: Path) -> Path:
         return model_dir / self.path / "1" / "model.onnx"
@@ -157,20 +172,24 @@ def load_manifest(model_dir: Path) -> Manifest:
     if not manifest.towers:
         raise ModelFolderError(path, "manifest lists no towers")
     for tower, spec in manifest.towers.items():
-        for kind in (spec, spec.uint8_variant):
-            if kind is None:
-                continue
+        for kind in spec.graphs():
             onnx = kind.onnx_file(model_dir)
             if not onnx.is_file():
                 raise ModelFolderError(onnx, f"missing ONNX file of the {tower} tower")
             if onnx.stat().st_size == 0:
                 raise ModelFolderError(onnx, "empty ONNX file")
     for tower, spec in manifest.towers.items():
-        variant = spec.uint8_variant
-        if variant is not None and (
-            tower != "image" or [i.dtype for i in variant.inputs] != ["uint8"]
-        ):
-            raise ModelFolderError(path, f"uint8_variant of the {tower} tower: one uint8 input")
+        for graph in spec.graphs():
+            variant = graph.uint8_variant
+            if variant is not None and (
+                tower != "image" or [i.dtype for i in variant.inputs] != ["uint8"]
+            ):
+                raise ModelFolderError(path, f"uint8_variant of the {tower} tower: one uint8 input")
+        int8 = spec.int8_variant
+        if int8 is not None and (int8.precision != "int8" or int8.inputs != spec.inputs):
+            raise ModelFolderError(
+                path, f"int8_variant of the {tower} tower: precision int8, the tower's inputs"
+            )
     if "image" in manifest.towers and manifest.image is None:
         raise ModelFolderError(path, "an image tower needs an 'image' preprocessing section")
     if "text" in manifest.towers:

@@ -29,3 +29,32 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
     batching = ["--max-wait-ms", "20", "--max-batch-size", "32"]
     with run_server(tmp, *args, *limits, *batching, "--max-text-chars", "2000") as srv:
         yield srv
+
+
+@pytest.fixture(scope="session")
+def int8_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the default model with int8 towers, quantized and gated on its held-out MNIST
+    digits (`service.export.quantize`), alone in a model repository."""
+    import shutil
+
+    from service.export.quantize import quantize_model
+    from service.manifest import load_manifest
+    from training.mnist import write_image_folder
+
+    root = tmp_path_factory.mktemp("int8")
+    write_image_folder(root / "held-out")
+    folder = root / "models" / DEFAULT_MODEL
+    shutil.copytree(MODELS_DIR / DEFAULT_MODEL, folder)
+    manifest = load_manifest(folder)
+    quantize_model(folder, manifest, root / "held-out")
+    manifest.write(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def training_data() -> Path:
+    """The default model's data (npm emoji sets, Debian fonts) in the cache: fetched once by
+    `python -m training.fetch_data` (make test runs it), a no-op when already there."""
+    from training.fetch_data import fetch
+
+    return fetch()

@@ -12,8 +12,9 @@ config file) are not examples. The convention, for document writers:
   this machine runs none of them, and the walk reports that instead.
 - Placeholders a block may use, filled in by the walk: `localhost:8000` (or `127.0.0.1:8000`) is
   the server under test; `data:image/png;base64,...` is a real PNG of a digit; the files
-  `digit.png`, `a.jpg` and `b.png`, the folder `./photos` (images) and the ImageFolder
-  `./imagefolder` (one sub-folder per class) exist in the block's working directory; `clipserve`
+  `digit.png`, `a.jpg` and `b.png`, the folder `./photos` (images), the ImageFolder
+  `./imagefolder` (one sub-folder per class) and the README's sample pictures `./samples`
+  (`python -m training.samples samples`) exist in the block's working directory; `clipserve`
   is this checkout's; `--duration N` is cut to 1 second.
 - Each block runs on its own (`bash -euo pipefail`, curl failing on HTTP errors; Python blocks
   with this interpreter), so it must not depend on another block having run.

@@ -20,6 +20,7 @@ from PIL import Image
 from tests.docs_examples import Example, all_examples, documents, examples
 from tests.server import REPO, Server, run_server
 from training.mnist import write_image_folder
+from training.samples import write_samples
 
 EXAMPLES = all_examples()
 
@@ -37,10 +38,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The files the examples name, made of real digits, and `clipserve` / `python` that run
-    this checkout with this interpreter."""
+def workdir(tmp_path_factory: pytest.TempPathFactory, training_data: Path) -> Path:
+    """The files the examples name, made of real digits, the README's sample pictures, and
+    `clipserve` / `python` that run this checkout with this interpreter."""
     root = tmp_path_factory.mktemp("docs-work")
+    write_samples(root / "samples")
     write_image_folder(root / "imagefolder", 100)
     digits = sorted((root / "imagefolder").rglob("*.png"))
     (root / "photos").mkdir()

@@ -126,6 +126,28 @@ def test_parity_report_covers_what_users_send(repo: Path, name: str) -> None:
         assert {"special_token_text", "grapheme_normalisation"} <= set(deviations)
 
 
+@pytest.mark.parametrize("name", OPEN_CLIP_MODELS + HF_MODELS + ["tiny-openclip-vit-fp16"])
+def test_every_self_attention_is_one_fused_node(repo: Path, name: str) -> None:
+    """Each tower's two transformer layers run one fused Attention node each, except where the
+    module cannot be: MobileCLIP's FastViT image tower has no self-attention module we know (its
+    graph is still fused: GELUs, loadable after fp16 conversion) and a text call with a padding
+    mask keeps its attention as traced. The fused graphs passed the parity report above."""
+    manifest = load_manifest(repo / "models" / name)
+    fusions = manifest.export["fusions"]
+    unfused = {("tiny-mobileclip-s1-fp16", "image"), ("tiny-siglip-mask", "text")}
+    for tower in ("image", "text"):
+        fused = fusions[tower]
+        assert fused["kept"] and fused["rejected"] == "", fused
+        if (name, tower) in unfused:
+            assert fused["attention_fused"] == 0 and "Attention" not in fused["ops"], fused
+        else:
+            assert fused["attention_modules"] == fused["attention_fused"] == 2, fused
+            assert fused["ops"]["Attention"] == 2, fused
+    # OpenCLIP adds all 77 position embeddings and SigLIP pools the last position: neither
+    # text tower may be cut after the longest text (HF CLIP's may, test_export_hf)
+    assert manifest.towers["text"].trim_padding is False
+
+
 def _open_clip_reference(name: str, repo: Path) -> tuple[np.ndarray, np.ndarray]:
     """open_clip's own model, transform and tokenizer (the local folder standing in for the
     hub tokenizer the config names), on raw image files."""

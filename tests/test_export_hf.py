@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -55,6 +57,15 @@ def test_export_writes_a_servable_model_repository(exported: Path) -> None:
     assert manifest.scores.logit_scale == pytest.approx(np.exp(np.log(1 / 0.07)), rel=1e-4)
 
 
+def test_exported_folder_is_readable_like_any_other(exported: Path) -> None:
+    """The model folder gets the permissions of a folder made there (umask), not those of a
+    private temporary folder: a container running as another user (the image's service user,
+    Triton) must read it when it is mounted."""
+    plain = exported.parent / "plain"
+    plain.mkdir()
+    assert exported.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
 def test_parity_against_transformers(exported: Path) -> None:
     parity = load_manifest(exported).parity
     assert parity["passed"] is True and parity["forced"] is False
@@ -91,6 +102,56 @@ def test_served_embeddings_equal_the_source_model(
         )
     assert np.min(np.sum(got_txt * ref_txt, axis=1)) >= 0.9999
     assert float(got_img @ ref_img[0]) >= 0.9999
+
+
+def _contrib_nodes(path: Path) -> list[onnx.NodeProto]:
+    return [n for n in onnx.load(str(path)).graph.node if n.domain == "com.microsoft"]
+
+
+def test_exported_towers_run_fused_attention(exported: Path) -> None:
+    """Each attention is one onnxruntime Attention node (causal in the text tower), the
+    manifest says what was fused, and the served graphs above (HTTP, against transformers)
+    are these fused graphs."""
+    manifest = load_manifest(exported)
+    image = manifest.towers["image"]
+    assert image.uint8_variant is not None
+    for spec, causal in ((image, 0), (image.uint8_variant, 0), (manifest.towers["text"], 1)):
+        attention = [
+            n for n in _contrib_nodes(spec.onnx_file(exported)) if n.op_type == "Attention"
+        ]
+        assert len(attention) == 2  # one per layer
+        for node in attention:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            assert attrs["unidirectional"] == causal and attrs["num_heads"] == 2
+    for tower in ("image", "text"):
+        fused = manifest.export["fusions"][tower]
+        assert fused["kept"] is True and fused["rejected"] == ""
+        assert fused["attention_modules"] == fused["attention_fused"] == 2
+        ops = fused["ops"]
+        assert ops["Attention"] == 2 and ops["QuickGelu"] == 2  # CLIP's GELU
+        assert ops["SkipLayerNormalization"] >= 3  # residual + layer norm
+
+
+def test_text_tower_runs_without_the_padding(exported: Path) -> None:
+    """CLIP's text tower is causal and pools at the end-of-text token: the export proves that
+    cutting a batch after its longest text changes nothing, and the runner then does so."""
+    from service.runners.base import cut_padding
+    from service.runners.onnx import OrtOptions, OrtTowerRunner
+    from service.texts import TextTokenizer
+
+    manifest = load_manifest(exported)
+    spec = manifest.towers["text"]
+    assert spec.trim_padding is True and manifest.export["fusions"]["text"]["trims_padding"]
+    assert manifest.towers["image"].trim_padding is False
+    assert manifest.text is not None
+    ids, mask = TextTokenizer(manifest.text, exported).encode(["a photo of the cat", "seven"])
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    cut = cut_padding(feeds)
+    assert cut["input_ids"].shape == (2, 7) and ids.shape == (2, 16)  # 5 words + start/end
+    trimmed = OrtTowerRunner(spec.onnx_file(exported), spec, OrtOptions())
+    padded = spec.model_copy(update={"trim_padding": False})
+    full = OrtTowerRunner(spec.onnx_file(exported), padded, OrtOptions())
+    np.testing.assert_allclose(trimmed.run(feeds), full.run(feeds), atol=1e-5)
 
 
 def _served_images(srv_url: str, blobs: list[bytes]) -> tuple[np.ndarray, str]:
@@ -210,13 +271,15 @@ def test_offline_hub_id_gives_a_clear_error(
         export_model(f"hf:{tmp_path}", tmp_path / "w")  # a folder, but no checkpoint in it
 
 
-def test_cli_export_with_triton_options(hf_folder: Path, tmp_path: Path) -> None:
+def test_cli_export_with_triton_options(hf_folder: Path, exported: Path, tmp_path: Path) -> None:
     import subprocess
     import sys
 
     from tests.server import REPO
+    from training.mnist import write_image_folder
 
     out = tmp_path / "models" / "cli-clip"
+    write_image_folder(tmp_path / "held-out", 50)
     result = subprocess.run(
         [
             sys.executable,
@@ -233,6 +296,12 @@ def test_cli_export_with_triton_options(hf_folder: Path, tmp_path: Path) -> None
             "--triton-max-batch-size",
             "64",
             "--no-simplify",
+            "--no-fuse",
+            "--quantize",
+            "int8",
+            "--eval-images",
+            str(tmp_path / "held-out"),
+            "--force",  # random weights: zero-shot is chance either way
         ],
         capture_output=True,
         text=True,
@@ -242,6 +311,22 @@ def test_cli_export_with_triton_options(hf_folder: Path, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr[-3000:]
     assert "PASS" in result.stdout
     assert load_manifest(out).export["simplified"] is False
+    assert "fusions" not in load_manifest(out).export  # --no-fuse: the plain graphs
+    int8 = load_manifest(out).towers["text"].int8_variant
+    assert int8 is not None and int8.onnx_file(out).is_file() and "int8 towers" in result.stdout
+    assert load_manifest(out).parity["int8"]["eval_images"] == 50
+    for tower, x in (
+        ("image", np.random.default_rng(0).standard_normal((3, 3, 48, 48), dtype=np.float32)),
+        ("text", np.array([[2, 4, 5, 6, 3] + [0] * 11, [2, 7, 3] + [0] * 13])),
+    ):
+        plain, fused = (m / tower / "1" / "model.onnx" for m in (out, exported))
+        assert not _contrib_nodes(plain) and _contrib_nodes(fused)
+        name = load_manifest(out).towers[tower].inputs[0].name  # type: ignore[index]
+        a, b = (
+            ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
+            for p in (plain, fused)
+        )
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3)
     config = (out / "image" / "config.pbtxt").read_text()
     assert "max_batch_size: 64" in config and "count: 2" in config
     assert 'name : "tensorrt"' in config and 'value: "FP16"' in config

@@ -69,3 +69,17 @@ def test_eval_measures_what_the_model_card_measures(
     measured["mean_average_precision"] = float(re.search(r"mAP (\S+)", out).group(1))  # type: ignore[union-attr]
     for key, value in measured.items():
         assert abs(value - t2i[key]) <= 0.01, (key, out, t2i)  # the uint8 tower: tiny changes
+
+
+def test_eval_with_more_queries_than_a_request_may_hold(server: Server, tmp_path: Path) -> None:
+    """25 classes x 3 templates = 75 text queries, over the test server's `--max-items 64`:
+    eval sends them in batches, as it does the images (not one request refused with 413)."""
+    digits = tmp_path / "digits"
+    write_image_folder(digits, 50)
+    root = tmp_path / "many"
+    for k, png in enumerate(sorted(digits.rglob("*.png"))[:50]):
+        folder = root / f"class{k % 25}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / png.name).write_bytes(png.read_bytes())
+    out = cli("eval", str(root), "--url", server.url)
+    assert "50 images, 25 classes" in out and "(75 queries: class x template)" in out, out

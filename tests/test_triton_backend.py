@@ -699,3 +699,66 @@ def test_the_docs_recipe_for_several_models_behind_one_triton(
             assert all(p.startswith("triton") for p in providers.values()), providers
     finally:
         triton.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.export
+def test_int8_towers_through_triton(
+    triton_install: TritonInstall, int8_model: Path, tmp_path: Path
+) -> None:
+    """The int8 towers load in Triton with their exported configs (CPU instances), and our
+    service in front of it with `--precision int8` returns the in-process int8 runner's
+    embeddings: within 0.999, as dynamic quantization scales activations per batch and
+    Triton's batches are not ours (the float towers agree to 0.9999 above)."""
+    served = ["image_int8_uint8", "text_int8"]  # what --precision int8 serves by default
+    only = ["--model-control-mode=explicit", *(f"--load-model={m}" for m in served)]
+    server = Triton(triton_install, [int8_model], tmp_path, extra_args=only)
+    server.start()
+    try:
+        common = ["--models-dir", str(int8_model.parent), "--precision", "int8"]
+        common += ["--store-engine", "none"]
+        remote = ["--runtime", "triton", "--triton-url", server.grpc_url, "--triton-retries", "1"]
+        with run_server(tmp_path, *common, *remote) as via, run_server(tmp_path, *common) as local:
+            card = httpx.get(f"{via.url}/v1/models").json()["data"][0]
+            assert card["runtime"] == "triton" and card["precision"] == {
+                "image": "int8",
+                "text": "int8",
+            }
+            for inputs, modality in ((TEXTS, "text"), (_images(), "image")):
+                ours, ref = _embed(via, inputs, modality), _embed(local, inputs, modality)
+                assert _cos(ours, ref).min() >= 0.999, _cos(ours, ref)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["float", "int8"])
+def test_the_default_model_through_triton(
+    triton_install: TritonInstall, tmp_path: Path, precision: str
+) -> None:
+    """`tritonserver --model-repository=models/mini-clip` (docs/triton.md, the compose and chart
+    default) loads all of the default model's towers, fused graphs (com.microsoft Attention) and
+    int8 ones alike, and clipserve in front of it returns the in-process runner's embeddings:
+    to 0.9999 for float, 0.999 for int8 (dynamic scales are per batch, Triton's batches are not
+    ours)."""
+    model = MODELS_DIR / "mini-clip"
+    server = Triton(triton_install, [model], tmp_path)
+    server.start()
+    try:
+        common = ["--models-dir", str(MODELS_DIR), "--models", "mini-clip"]
+        common += ["--precision", precision, "--store-engine", "none"]
+        remote = ["--runtime", "triton", "--triton-url", server.grpc_url, "--triton-retries", "1"]
+        with run_server(tmp_path, *common, *remote) as via, run_server(tmp_path, *common) as local:
+            card = httpx.get(f"{via.url}/v1/models").json()["data"][0]
+            want = "int8" if precision == "int8" else "fp32"
+            assert card["runtime"] == "triton" and card["precision"] == {
+                "image": want,
+                "text": want,
+            }
+            texts = ["a red heart", "two blue stars", "the digit seven", "a cat"]
+            for inputs, modality in ((texts, "text"), (_images(), "image")):
+                ours, ref = _embed(via, inputs, modality), _embed(local, inputs, modality)
+                bound = 0.999 if precision == "int8" else 0.9999
+                assert _cos(ours, ref).min() >= bound, _cos(ours, ref)
+    finally:
+        server.stop()

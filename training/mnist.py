@@ -70,12 +70,18 @@ def render(digit: np.ndarray, rng: random.Random, augment: bool) -> Image.Image:
     )
     mask = Image.new("L", (canvas, canvas), 0)
     mask.paste(gray, (rng.randint(0, canvas - side), rng.randint(0, canvas - side)))
+    return ink_on_paper(mask, rng, swapped=0.5)
+
+
+def ink_on_paper(mask: Image.Image, rng: random.Random, swapped: float) -> Image.Image:
+    """The strokes of `mask` in a dark ink on light paper of random colours, or (with
+    probability `swapped`) light on dark."""
     ink = (rng.randint(0, 90), rng.randint(0, 90), rng.randint(0, 90))
     paper = (rng.randint(170, 255), rng.randint(170, 255), rng.randint(170, 255))
-    if rng.random() < 0.5:
+    if rng.random() < swapped:
         ink, paper = paper, ink
-    img = Image.new("RGB", (canvas, canvas), paper)
-    img.paste(Image.new("RGB", (canvas, canvas), ink), mask=mask)
+    img = Image.new("RGB", mask.size, paper)
+    img.paste(Image.new("RGB", mask.size, ink), mask=mask)
     return img
 
 

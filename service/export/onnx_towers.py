@@ -12,6 +12,7 @@ import onnxruntime as ort
 import torch
 
 from service.export.errors import ExportError
+from service.manifest import Tower
 
 OPSET = 17
 
@@ -21,6 +22,7 @@ class TowerGraph:
     """One tower on its way to ONNX: the torch module, example inputs (batch >= 2, as the
     exporter freezes a batch axis of 1) and the graph file every export step rewrites."""
 
+    name: Tower
     tower: torch.nn.Module
     examples: tuple[torch.Tensor, ...]
     input_names: list[str]
@@ -28,22 +30,27 @@ class TowerGraph:
     path: Path
 
 
-def export_tower(graph: TowerGraph) -> None:
+def export_tower(
+    graph: TowerGraph, custom_opsets: dict[str, int] | None = None, sequence_axis: bool = False
+) -> None:
     """TorchScript-based export with `dynamic_axes`: it keeps the batch axis dynamic for every
-    architecture we export (the dynamo exporter freezes it in some attention implementations)."""
+    architecture we export (the dynamo exporter freezes it in some attention implementations).
+    `custom_opsets` admits contrib operators (fused attention); `sequence_axis` makes axis 1 of
+    every input dynamic too (text towers run without their padding, see fusion.py)."""
     graph.path.parent.mkdir(parents=True, exist_ok=True)
     fastpath = torch.backends.mha.get_fastpath_enabled()
     # nn.MultiheadAttention's fused inference path has no ONNX export; the plain path has
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        _export(graph)
+        _export(graph, custom_opsets, sequence_axis)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     check_batches(graph)
 
 
-def _export(graph: TowerGraph) -> None:
-    axes = {name: {0: "batch"} for name in [*graph.input_names, graph.output_name]}
+def _export(graph: TowerGraph, custom_opsets: dict[str, int] | None, sequence_axis: bool) -> None:
+    per_input = {0: "batch", 1: "sequence"} if sequence_axis else {0: "batch"}
+    axes = {name: per_input for name in graph.input_names}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -52,9 +59,10 @@ def _export(graph: TowerGraph) -> None:
             str(graph.path),
             input_names=graph.input_names,
             output_names=[graph.output_name],
-            dynamic_axes=axes,
+            dynamic_axes={**axes, graph.output_name: {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
+            custom_opsets=custom_opsets,  # contrib operators (fused attention)
         )
 
 

@@ -69,6 +69,28 @@ def _create(name: str, pretrained: str | None) -> tuple[Any, Any]:
     return model.eval(), preprocess
 
 
+def image_preprocess(name: str, model: Any) -> ImagePreprocess:
+    """open_clip's image transform (`model.visual.preprocess_cfg`) in our manifest's terms
+    (also what training.train_default trains on)."""
+    cfg = model.visual.preprocess_cfg
+    size = cfg["size"] if isinstance(cfg["size"], int) else int(cfg["size"][0])
+    mode = cfg.get("resize_mode", "shortest")
+    if mode not in ("shortest", "squash"):
+        raise ExportError(f"{name}: resize mode {mode!r} is not supported")
+    return ImagePreprocess(
+        size=size,
+        resize=mode,
+        resize_size=size,
+        interpolation=cfg.get("interpolation", "bicubic"),
+        crop="center" if mode == "shortest" else "none",
+        crop_offset="round",  # torchvision's CenterCrop rounds the offset
+        mean=[float(v) for v in cfg["mean"]],
+        std=[float(v) for v in cfg["std"]],
+        alpha="drop",  # convert("RGB") after resize and crop: the colour under alpha stays
+        to_rgb="last",
+    )
+
+
 def _clean(name: str, kwargs: dict[str, Any], default: str) -> tuple[str, bool]:
     clean = str(kwargs.get("clean", default))
     if clean not in _CLEAN:
@@ -163,23 +185,7 @@ def load_open_clip(ref: str, tokenizer_dir: Path | None = None) -> SourceModel:
     else:
         tokenize, tokenizer_json, text = _bpe_tokenizer(name, text_cfg, ctx)
     model, preprocess = _create(name, pretrained or None)
-    cfg = model.visual.preprocess_cfg
-    size = cfg["size"] if isinstance(cfg["size"], int) else int(cfg["size"][0])
-    mode = cfg.get("resize_mode", "shortest")
-    if mode not in ("shortest", "squash"):
-        raise ExportError(f"{name}: resize mode {mode!r} is not supported")
-    image = ImagePreprocess(
-        size=size,
-        resize=mode,
-        resize_size=size,
-        interpolation=cfg.get("interpolation", "bicubic"),
-        crop="center" if mode == "shortest" else "none",
-        crop_offset="round",  # torchvision's CenterCrop rounds the offset
-        mean=[float(v) for v in cfg["mean"]],
-        std=[float(v) for v in cfg["std"]],
-        alpha="drop",  # convert("RGB") after resize and crop: the colour under alpha stays
-        to_rgb="last",
-    )
+    image = image_preprocess(name, model)
     bias = getattr(model, "logit_bias", None)
 
     def reference_pixels(images: list[Image.Image]) -> np.ndarray:

@@ -104,6 +104,13 @@ def image_cases() -> tuple[ImageCase, ...]:
     return tuple(cases)
 
 
+def photos() -> list[tuple[str, bytes]]:
+    """(name, file) of the plain photographs as PNG and JPEG: real inputs for the checks that
+    need no odd cases (fused graphs, int8 cosines)."""
+    plain = {f"{name}.{ext}" for name in PHOTOS for ext in ("png", "jpeg")}
+    return [(case.name, case.data) for case in image_cases() if case.name in plain]
+
+
 def _large_jpeg() -> bytes:
     """A 2400 x 1800 photo mosaic with fine grain: libjpeg decodes it at 1/2 scale for models up
     to 224 px (at least 4x their input is kept), as it does 12 MP phone photos at 1/4."""

@@ -7,7 +7,7 @@ parity passes (or `force` records the failure), so a failed export never leaves 
 from __future__ import annotations
 
 import shutil
-import tempfile
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,9 +15,11 @@ from pathlib import Path
 import torch
 
 from service.export.errors import ExportError
+from service.export.fusion import TowerFusion
 from service.export.onnx_towers import OPSET, TowerGraph, convert_fp16, export_tower, simplify
 from service.export.parity import measure
 from service.export.pixel_input import write_uint8_variant
+from service.export.quantize import quantize_model
 from service.export.source import SourceModel, parse_source
 from service.export.triton_config import TritonOptions, write_config
 from service.manifest import Manifest, TensorSpec, TowerSpec
@@ -46,12 +48,17 @@ def load_source(
     return load_open_clip(ref, tokenizer_dir)
 
 
-def graph_steps(fp16: bool, simplified: bool) -> list[tuple[str, GraphStep]]:
+def graph_steps(
+    fp16: bool, simplified: bool, fuse: GraphStep | None = None
+) -> list[tuple[str, GraphStep]]:
     """What happens to each tower's graph after export, in order (new optimisation steps slot
-    in here; the manifest records the names)."""
+    in here; the manifest records the names). `fuse` (fusion.TowerFusion) re-exports the
+    simplified graph with fused operators; fp16 converts whichever graph was kept."""
     steps: list[tuple[str, GraphStep]] = []
     if simplified:
         steps.append(("simplify", simplify))
+    if fuse is not None:
+        steps.append(("fuse", fuse))
     if fp16:
         steps.append(("fp16", lambda graph: convert_fp16(graph.path)))
     return steps
@@ -127,6 +134,7 @@ def write_model(
     triton: TritonOptions,
     simplified: bool = True,
     uint8_variant: bool = True,
+    fused: bool = True,
 ) -> Manifest:
     manifest = build_manifest(src, name, "fp16" if fp16 else "fp32")
     (out / "tokenizer.json").write_text(src.tokenizer_json)
@@ -136,6 +144,7 @@ def write_model(
     tokens = src.reference_tokens(["a photo", "two words here"])
     graphs = [
         TowerGraph(
+            "image",
             src.image_tower,
             (torch.randn(2, 3, size, size),),
             [image.inputs[0].name],
@@ -143,6 +152,7 @@ def write_model(
             image.onnx_file(out),
         ),
         TowerGraph(
+            "text",
             src.text_tower,
             tuple(torch.from_numpy(tokens[n]) for n in text_inputs(src)),
             text_inputs(src),
@@ -150,13 +160,16 @@ def write_model(
             text.onnx_file(out),
         ),
     ]
-    steps = graph_steps(fp16, simplified)
+    fusion = TowerFusion(src, out, manifest, simplified) if fused else None
+    steps = graph_steps(fp16, simplified, fusion)
     for graph in graphs:
         export_tower(graph)
         for _, step in steps:
             step(graph)
     manifest.export["simplified"] = simplified
     manifest.export["graph_steps"] = [step_name for step_name, _ in steps]
+    if fusion is not None:
+        manifest.export["fusions"] = fusion.reports
     if uint8_variant:
         image.uint8_variant = write_uint8_variant(out, image, src.image)
     served = [image, text] + ([image.uint8_variant] if image.uint8_variant else [])
@@ -182,14 +195,36 @@ def export_model(
     uint8_variant: bool = True,
     tokenizer_dir: Path | None = None,
     text_attention_mask: bool | None = None,
+    fused: bool = True,
+    quantize: str | None = None,
+    eval_images: Path | None = None,
 ) -> Manifest:
+    """`quantize="int8"` adds int8 towers, gated on `eval_images` (a labelled ImageFolder of
+    held-out images; see service.export.quantize)."""
+    if quantize is not None and eval_images is None:
+        raise ExportError(
+            f"--quantize {quantize} needs --eval-images: a folder of held-out images, one "
+            "sub-folder per class (its name is the label), for the accuracy gate"
+        )
+    if quantize is not None and fp16:
+        raise ExportError("int8 towers are quantized from fp32 towers: export without --fp16")
     src = load_source(source, tokenizer_dir, text_attention_mask)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    # a unique folder beside `out`, renamed into place when complete; made with mkdir, not
+    # mkdtemp, whose 0700 would stay on the model folder (unreadable to a container's user)
+    staging = out.parent / f".{out.name}-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
     try:
         manifest = write_model(
-            src, staging, out.name, fp16, triton or TritonOptions(), simplified, uint8_variant
+            src,
+            staging,
+            out.name,
+            fp16,
+            triton or TritonOptions(),
+            simplified,
+            uint8_variant,
+            fused,
         )
         manifest.write(staging)
         report = measure(src, manifest, staging)
@@ -200,6 +235,9 @@ def export_model(
         manifest.write(staging)
         if not report.passed and not force:
             raise ExportError("parity check failed:\n" + "\n".join(report.lines()))
+        if quantize is not None and eval_images is not None:
+            quantize_model(staging, manifest, eval_images, triton, force)
+            manifest.write(staging)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)

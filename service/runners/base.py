@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Literal, Protocol
@@ -9,6 +10,8 @@ from typing import Literal, Protocol
 import numpy as np
 
 from service.manifest import Manifest, ModelFolderError, Tower, TowerSpec
+
+log = logging.getLogger(__name__)
 
 NUMPY_DTYPES = {
     "float32": np.float32,
@@ -34,14 +37,25 @@ class TowerRunner(Protocol):
 
 
 ImageInput = Literal["auto", "uint8", "float32"]
+Precision = Literal["float", "int8"]
 
 
 def serving_spec(
-    model_dir: Path, manifest: Manifest, tower: Tower, pixels: ImageInput
+    model_dir: Path,
+    manifest: Manifest,
+    tower: Tower,
+    pixels: ImageInput,
+    precision: Precision = "float",
 ) -> TowerSpec:
-    """The graph to serve for a tower: the image tower's uint8 variant when asked (or, with
-    "auto", when the model has one), else the tower itself."""
+    """The graph to serve for a tower: its int8 variant when asked for and present (else the
+    float tower, logged); of that, the image tower's uint8 variant when asked (or, with "auto",
+    when the model has one), else the graph itself."""
     spec = manifest.towers[tower]
+    if precision == "int8":
+        if spec.int8_variant is None:
+            log.warning("%s: no int8 %s tower, serving %s", model_dir, tower, spec.precision)
+        else:
+            spec = spec.int8_variant
     if tower != "image" or pixels == "float32":
         return spec
     if spec.uint8_variant is None:
@@ -61,6 +75,23 @@ def select_feeds(spec: TowerSpec, arrays: dict[str, np.ndarray]) -> dict[str, np
             raise RunnerError(f"no value for model input {inp.name!r}")
         feeds[inp.name] = np.ascontiguousarray(arrays[inp.name], dtype=NUMPY_DTYPES[inp.dtype])
     return feeds
+
+
+def cut_padding(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Token arrays cut after the last column any row uses (by the attention mask), for a
+    tower whose manifest says `trim_padding`: short texts then cost a few columns, not the
+    whole context."""
+    mask = feeds.get("attention_mask")
+    if mask is None or mask.ndim != 2:
+        return feeds
+    used = np.flatnonzero(mask.any(axis=0))
+    width = int(used[-1]) + 1 if used.size else 1
+    if width >= mask.shape[1]:
+        return feeds
+    return {
+        k: v[:, :width] if v.ndim == 2 and v.shape[1] == mask.shape[1] else v
+        for k, v in feeds.items()
+    }
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

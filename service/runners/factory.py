@@ -29,7 +29,7 @@ def runner_factory(settings: Settings) -> RunnerFactory:
     )
 
     def make(model_dir: Path, manifest: Manifest, tower: Tower) -> TowerRunner:
-        spec = serving_spec(model_dir, manifest, tower, settings.image_input)
+        spec = serving_spec(model_dir, manifest, tower, settings.image_input, settings.precision)
         return OrtTowerRunner(spec.onnx_file(model_dir), spec, opts)
 
     return make

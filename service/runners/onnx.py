@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from service.manifest import TowerSpec
-from service.runners.base import RunnerError, l2_normalize, select_feeds
+from service.runners.base import RunnerError, cut_padding, l2_normalize, select_feeds
 from service.runners.bound import BoundRunner, buckets_up_to
 
 log = logging.getLogger(__name__)
+_TRT = "TensorrtExecutionProvider"
 
 
 class ProviderUnavailable(RuntimeError):
@@ -131,6 +132,9 @@ class OrtTowerRunner:
             self.bound = BoundRunner(self.session, spec, device, buckets, opts.cuda_graph)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        # buffers bound per bucket and TensorRT profiles have the full width: only plain runs
+        if self.spec.trim_padding and self.bound is None and self.provider != _TRT:
+            feeds = cut_padding(feeds)
         inputs = select_feeds(self.spec, feeds)
         if self.bound is not None:
             try:

@@ -605,7 +605,7 @@ def triton_runner_factory(settings: Settings) -> RunnerFactory:
     owners: dict[str, str] = {}  # Triton model name -> the clipserve model using it
 
     def make(model_dir: Path, manifest: Manifest, tower: Tower) -> TowerRunner:
-        spec = serving_spec(model_dir, manifest, tower, settings.image_input)
+        spec = serving_spec(model_dir, manifest, tower, settings.image_input, settings.precision)
         name = conn.opts.triton_name(model_dir.name, Path(spec.path).name)
         owner = owners.setdefault(name, model_dir.name)
         if owner != model_dir.name:  # two models would silently share one Triton model

@@ -402,10 +402,10 @@ def test_triton_deployment_and_clipserve_in_front() -> None:
     assert env["CLIPSERVE_RUNTIME"] == "triton"
     assert env["CLIPSERVE_TRITON_URL"] == f"{triton_name}:8001"
     assert env["CLIPSERVE_TRITON_PROTOCOL"] == "grpc"
-    assert env["CLIPSERVE_MODELS"] == "mnist-clip"
+    assert env["CLIPSERVE_MODELS"] == "mini-clip"
     c = container(triton, "triton")
     assert c["image"].startswith("nvcr.io/nvidia/tritonserver:") and c["image"].endswith("-py3")
-    assert "--model-repository=/models/mnist-clip" in c["args"]
+    assert "--model-repository=/models/mini-clip" in c["args"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     # models.source=image: an init container copies the models baked into the clipserve image.
     spec = triton["spec"]["template"]["spec"]
@@ -414,7 +414,7 @@ def test_triton_deployment_and_clipserve_in_front() -> None:
     assert "/app/models/." in " ".join(init["command"])
     # The repository path Triton gets is a Triton repository in this repo's default model.
     for tower in ("image", "text"):
-        assert (REPO / "models" / "mnist-clip" / tower / "config.pbtxt").is_file()
+        assert (REPO / "models" / "mini-clip" / tower / "config.pbtxt").is_file()
     assert (
         svc["spec"]["selector"].items() <= triton["spec"]["template"]["metadata"]["labels"].items()
     )

@@ -22,7 +22,7 @@ def model_card(model: LoadedModel) -> ModelCard:
         modalities=sorted(model.runners),
         runtime=next(iter(model.runners.values())).runtime,
         providers={tower: r.provider for tower, r in model.runners.items()},
-        precision={tower: spec.precision for tower, spec in m.towers.items()},
+        precision={tower: r.spec.precision for tower, r in model.runners.items()},
         context_length=m.text.context_length if m.text else None,
         image_size=m.image.size if m.image else None,
         image_input=None if model.images is None else model.images.input_dtype,
