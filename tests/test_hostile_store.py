@@ -21,6 +21,7 @@ import pytest
 from service.store.factory import open_store
 from service.store.types import CollectionOptions
 from tests.conftest import DEFAULT_MODEL, MODELS_DIR
+from tests.payloads import nested
 from tests.server import Server, run_server
 from tests.watch import alive, store_process, watching
 
@@ -43,13 +44,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def unit(i: int) -> list[float]:
     return [1.0 if d == i % DIM else 0.0 for d in range(DIM)]
-
-
-def nested(depth: int) -> dict[str, Any]:
-    payload: dict[str, Any] = {"leaf": 1}
-    for _ in range(depth - 1):
-        payload = {"a": payload}
-    return payload
 
 
 def intact(url: str, count: int = 20) -> None:

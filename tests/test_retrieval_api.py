@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.payloads import nested
 from tests.server import Server
 
 DIM = 64  # the shipped default model's dimension
@@ -154,13 +155,6 @@ def test_payload_updates_refuse_what_the_store_could_not_keep(coll: str) -> None
     assert after["payload"] == fill and after["vector"] == before["vector"]
     r = httpx.post(f"{coll}/points/payload/delete", json={"ids": [404], "keys": ["s"]})
     assert r.status_code == 404 and httpx.get(point).json()["payload"] == fill
-
-
-def nested(depth: int) -> dict[str, Any]:
-    payload: dict[str, Any] = {"leaf": 1}
-    for _ in range(depth - 1):
-        payload = {"a": payload}
-    return payload
 
 
 @pytest.mark.parametrize(

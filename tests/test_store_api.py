@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.payloads import nested
 from tests.server import Server, watch_health
 
 DIM = 64  # the shipped default model's dimension
@@ -127,13 +128,6 @@ def test_vectors_that_overflow_float32_are_refused(coll: str) -> None:
     search = httpx.post(f"{coll}/search", json={"query": {"vector": big}})
     assert search.status_code == 422, search.text
     assert httpx.get(coll).json()["count"] == 0
-
-
-def nested(depth: int) -> dict[str, Any]:
-    payload: dict[str, Any] = {"leaf": 1}
-    for _ in range(depth - 1):
-        payload = {"a": payload}
-    return payload
 
 
 @pytest.mark.parametrize(

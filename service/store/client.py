@@ -24,7 +24,9 @@ from service.store.types import (
     ScrollQuery,
     SearchQuery,
     StoredPoint,
+    hits,
     point_id,
+    vector_of,
 )
 
 log = logging.getLogger(__name__)
@@ -44,10 +46,6 @@ def _quantization(kind: str) -> models.QuantizationConfig | None:
     if kind == "binary":
         return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
     return None
-
-
-def _vector(value: Any) -> list[float] | None:
-    return list(value) if isinstance(value, list) else None
 
 
 def _selector(
@@ -79,18 +77,6 @@ def _request(q: SearchQuery, params: models.SearchParams | None) -> models.Query
         with_payload=q.with_payload,
         with_vector=q.with_vectors,
     )
-
-
-def _hits(points: Sequence[models.ScoredPoint], q: SearchQuery) -> list[Hit]:
-    return [
-        Hit(
-            point_id(p.id),
-            float(p.score),
-            p.payload if q.with_payload is not False else None,
-            _vector(p.vector) if q.with_vectors else None,
-        )
-        for p in points
-    ]
 
 
 class ClientBackend:
@@ -185,7 +171,7 @@ class ClientBackend:
         found = await self.client.retrieve(
             name, list(ids), with_payload=with_payload, with_vectors=with_vectors
         )
-        return [StoredPoint(point_id(p.id), p.payload, _vector(p.vector)) for p in found]
+        return [StoredPoint(point_id(p.id), p.payload, vector_of(p.vector)) for p in found]
 
     async def delete(self, name: str, ids: Sequence[PointId] | None, flt: Filter | None) -> None:
         await self.client.delete(name, _selector(ids, flt), wait=True)
@@ -222,12 +208,12 @@ class ClientBackend:
             with_payload=q.with_payload,
             with_vectors=q.with_vectors,
         )
-        return _hits(result.points, q)
+        return hits(result.points, q)
 
     async def query_batch(self, name: str, qs: Sequence[SearchQuery]) -> list[list[Hit]]:
         requests = [_request(q, self._params(q)) for q in qs]
         found = await self.client.query_batch_points(name, requests)
-        return [_hits(r.points, q) for r, q in zip(found, qs, strict=True)]
+        return [hits(r.points, q) for r, q in zip(found, qs, strict=True)]
 
     async def count(self, name: str, flt: Filter | None = None, exact: bool = True) -> int:
         return int((await self.client.count(name, to_qdrant(flt), exact=exact)).count)
@@ -243,7 +229,7 @@ class ClientBackend:
             with_vectors=q.with_vectors,
         )
         points = [
-            StoredPoint(point_id(p.id), p.payload, _vector(p.vector), p.order_value)
+            StoredPoint(point_id(p.id), p.payload, vector_of(p.vector), p.order_value)
             for p in records
         ]
         return Page(points, None if after is None else point_id(after))

@@ -49,7 +49,9 @@ from service.store.types import (
     StoreError,
     StoreUnavailable,
     WithPayload,
+    hits,
     point_id,
+    vector_of,
 )
 
 T = TypeVar("T")
@@ -86,10 +88,6 @@ def edge_config(dim: int, opts: CollectionOptions) -> qe.EdgeConfig:
         size=dim, distance=_DISTANCES[opts.distance], on_disk=True if opts.on_disk else None
     )
     return qe.EdgeConfig(vectors=vectors, hnsw_config=hnsw, quantization_config=quantization)
-
-
-def _vector(value: Any) -> list[float] | None:
-    return list(value) if isinstance(value, list) else None
 
 
 def _with_payload(w: WithPayload) -> Any:
@@ -142,18 +140,6 @@ def _request(q: SearchQuery) -> qe.QueryRequest:
         with_payload=_with_payload(q.with_payload),
         with_vector=q.with_vectors,
     )
-
-
-def _hits(points: Sequence[Any], q: SearchQuery) -> list[Hit]:
-    return [
-        Hit(
-            point_id(p.id),
-            float(p.score),
-            p.payload if q.with_payload is not False else None,
-            _vector(p.vector) if q.with_vectors else None,
-        )
-        for p in points
-    ]
 
 
 def _order_by(o: OrderBy) -> qe.OrderBy:
@@ -292,7 +278,9 @@ class EdgeBackend:
         def get() -> list[StoredPoint]:
             found = self._shard(name).retrieve(list(ids), with_payload, with_vectors)
             return [
-                StoredPoint(point_id(r.id), r.payload if with_payload else None, _vector(r.vector))
+                StoredPoint(
+                    point_id(r.id), r.payload if with_payload else None, vector_of(r.vector)
+                )
                 for r in found
             ]
 
@@ -335,7 +323,7 @@ class EdgeBackend:
 
     async def query(self, name: str, q: SearchQuery) -> list[Hit]:
         request = _request(q)
-        return await self._run(lambda: _hits(self._shard(name).query(request), q))
+        return await self._run(lambda: hits(self._shard(name).query(request), q))
 
     async def query_batch(self, name: str, qs: Sequence[SearchQuery]) -> list[list[Hit]]:
         """One planned batch: the searches share one pass over the segments."""
@@ -343,7 +331,7 @@ class EdgeBackend:
 
         def run() -> list[list[Hit]]:
             found = self._shard(name).query_batch(batch)
-            return [_hits(points, q) for points, q in zip(found, qs, strict=True)]
+            return [hits(points, q) for points, q in zip(found, qs, strict=True)]
 
         return await self._run(run)
 
@@ -367,7 +355,7 @@ class EdgeBackend:
                 StoredPoint(
                     point_id(r.id),
                     r.payload if q.with_payload is not False else None,
-                    _vector(r.vector),
+                    vector_of(r.vector),
                     r.order_value,
                 )
                 for r in records

@@ -205,6 +205,25 @@ def point_id(value: Any) -> PointId:
     return value if isinstance(value, int) else str(value)
 
 
+def vector_of(value: Any) -> list[float] | None:
+    """A point's vector as both engines return it: a list, or None when not asked for."""
+    return list(value) if isinstance(value, list) else None
+
+
+def hits(points: Sequence[Any], q: SearchQuery) -> list[Hit]:
+    """Scored points of either engine (same attribute names) as our hits, payload and vector
+    only where the query asked for them."""
+    return [
+        Hit(
+            point_id(p.id),
+            float(p.score),
+            p.payload if q.with_payload is not False else None,
+            vector_of(p.vector) if q.with_vectors else None,
+        )
+        for p in points
+    ]
+
+
 def system_id(kind: str, name: str) -> str:
     return str(uuid.uuid5(_SYSTEM_NS, f"{kind}:{name}"))
 
