@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -22,7 +21,13 @@ from qdrant_client import models
 
 from service.api import limits
 from service.api.limits import Counted, Documented
-from service.store.filters import KEY_PATTERN, Filter, FilterError, parse_filter
+from service.store.filters import (
+    KEY_PATTERN,
+    Filter,
+    FilterError,
+    is_payload_key,
+    parse_filter,
+)
 from service.store.types import IndexKind, Strategy
 from service.thumbnails import MAX_SIDE, MIN_SIDE, THUMBNAIL_KEY
 
@@ -33,7 +38,6 @@ _F32_MAX = float(np.finfo(np.float32).max)
 Float32 = Annotated[float, Field(allow_inf_nan=False, ge=-_F32_MAX, le=_F32_MAX)]
 PayloadKey = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=KEY_PATTERN)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-_KEY = re.compile(KEY_PATTERN)
 
 
 def _payload_keys(value: models.WithPayloadInterface) -> models.WithPayloadInterface:
@@ -45,7 +49,7 @@ def _payload_keys(value: models.WithPayloadInterface) -> models.WithPayloadInter
     else:
         keys = [] if isinstance(value, bool) else value
     for key in keys:
-        if len(key) > 256 or not _KEY.match(key):
+        if not is_payload_key(key):
             raise ValueError(f'{key[:80]!r} is not a payload key such as "a", "a.b", "a[].b"')
     return value
 

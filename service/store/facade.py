@@ -252,21 +252,27 @@ class Store:
         found = await self.backend.retrieve(name, ids, False, True)
         return {p.id: np.asarray(p.vector, dtype=np.float32) for p in found}
 
-    async def _require(self, name: str, ids: Sequence[PointId]) -> None:
-        """404 naming every id that is not stored (the engines fail a payload update on one)."""
-        found = set(await self.existing_ids(name, ids))
-        missing = [i for i in ids if i not in found]
+    async def _require(
+        self, name: str, ids: Sequence[PointId], with_payload: bool
+    ) -> list[StoredPoint]:
+        """The stored points of these ids, read once; 404 naming every id that is not stored
+        (the engines fail a payload update on one)."""
+        found = await self.backend.retrieve(name, ids, with_payload, False)
+        stored = {p.id for p in found}
+        missing = [i for i in ids if i not in stored]
         if missing:
             shown = ", ".join(repr(i) for i in missing[:10])
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             raise StoreError(404, "point_not_found", f"no point {shown}{more} in {name!r}")
+        return found
 
     async def _points(
-        self, name: str, ids: Sequence[PointId] | None, flt: Filter | None
+        self, name: str, read: Sequence[StoredPoint] | None, flt: Filter | None
     ) -> AsyncIterator[StoredPoint]:
-        """The points these ids or this filter select, with payloads (a page at a time)."""
-        if ids is not None:
-            for point in await self.backend.retrieve(name, ids, True, False):
+        """The points selected: those already read by id, or this filter's (a page at a
+        time), with payloads."""
+        if read is not None:
+            for point in read:
                 yield point
         else:
             async for point in scroll_all(self.backend, name, flt=flt):
@@ -293,13 +299,12 @@ class Store:
         each merged payload checked (a point written between that read and the update is not).
         `keep`: keys the service itself writes (a thumbnail), outside the client's payload: a
         merge's check leaves them out, and a replaced payload keeps them."""
-        if ids is not None:
-            await self._require(name, ids)
+        read = None if ids is None else await self._require(name, ids, not overwrite or bool(keep))
         if overwrite and keep:
-            await self._overwrite_keeping(name, ids, flt, payload, keep)
+            await self._overwrite_keeping(name, read, flt, payload, keep)
             return
         if not overwrite:
-            async for point in self._points(name, ids, flt):
+            async for point in self._points(name, read, flt):
                 stored = {k: v for k, v in (point.payload or {}).items() if k not in keep}
                 problem = payload_problem({**stored, **payload}, limits)
                 if problem is not None:
@@ -313,7 +318,7 @@ class Store:
     async def _overwrite_keeping(
         self,
         name: str,
-        ids: Sequence[PointId] | None,
+        read: Sequence[StoredPoint] | None,
         flt: Filter | None,
         payload: dict[str, Any],
         keep: Collection[str],
@@ -323,7 +328,7 @@ class Store:
         seen without them); the others are replaced together. The filter is read once, so the
         points it selected are the ones replaced even if the new payload no longer matches."""
         plain: list[PointId] = []
-        async for point in self._points(name, ids, flt):
+        async for point in self._points(name, read, flt):
             kept = {k: v for k, v in (point.payload or {}).items() if k in keep}
             if kept:
                 await self.backend.set_payload(name, [point.id], None, {**payload, **kept}, True)
@@ -336,7 +341,7 @@ class Store:
         self, name: str, ids: Sequence[PointId] | None, flt: Filter | None, keys: Sequence[str]
     ) -> None:
         if ids is not None:
-            await self._require(name, ids)
+            await self._require(name, ids, with_payload=False)
         await self.backend.delete_payload(name, ids, flt, keys)
 
     async def count(self, name: str, flt: Filter | None, exact: bool) -> int:

@@ -55,8 +55,9 @@ _FIELD_TESTS = (
     "is_empty",
     "is_null",
 )
-_I64 = (-(2**63), 2**63 - 1)
-_U64_MAX = 2**64 - 1
+# Qdrant's integers: payload values are signed 64-bit, point ids and counts unsigned
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+UINT64_MAX = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -399,8 +400,13 @@ def _conditions(flt: models.Filter, path: Path) -> Iterator[tuple[Any, Path]]:
         yield from ((c, (*path, "min_should", "conditions", i)) for i, c in enumerate(conditions))
 
 
+def is_payload_key(key: str) -> bool:
+    """A payload path the engines accept ("a", "a.b", "a[].b"), at most 256 characters."""
+    return len(key) <= 256 and _KEY.match(key) is not None
+
+
 def _check_key(key: str, path: Path) -> None:
-    if len(key) > 256 or not _KEY.match(key):
+    if not is_payload_key(key):
         raise FilterError(
             path, f'got {_brief(key)}, expected a payload key such as "a", "a.b", "a[].b"'
         )
@@ -437,11 +443,11 @@ def _check_field(c: models.FieldCondition, path: Path, raw: Any) -> None:
         )
     m = c.match
     if isinstance(m, models.MatchValue):
-        _check_ints(m.value, (*path, "match", "value"), *_I64)
+        _check_ints(m.value, (*path, "match", "value"), INT64_MIN, INT64_MAX)
     elif isinstance(m, models.MatchAny):
-        _check_ints(m.any, (*path, "match", "any"), *_I64)
+        _check_ints(m.any, (*path, "match", "any"), INT64_MIN, INT64_MAX)
     elif isinstance(m, models.MatchExcept):
-        _check_ints(m.except_, (*path, "match", "except"), *_I64)
+        _check_ints(m.except_, (*path, "match", "except"), INT64_MIN, INT64_MAX)
     if isinstance(c.range, models.DatetimeRange):
         for bound in ("lt", "gt", "lte", "gte"):  # pydantic also reads "5" as a Unix time
             written = _at(raw, (*path, "range", bound))
@@ -452,7 +458,7 @@ def _check_field(c: models.FieldCondition, path: Path, raw: Any) -> None:
                 )
     if c.values_count is not None:
         vc = c.values_count
-        _check_ints([vc.lt, vc.gt, vc.lte, vc.gte], (*path, "values_count"), 0, _U64_MAX)
+        _check_ints([vc.lt, vc.gt, vc.lte, vc.gte], (*path, "values_count"), 0, UINT64_MAX)
     if c.geo_bounding_box is not None:
         _check_point(c.geo_bounding_box.top_left, (*path, "geo_bounding_box", "top_left"))
         _check_point(c.geo_bounding_box.bottom_right, (*path, "geo_bounding_box", "bottom_right"))
@@ -467,7 +473,7 @@ def _check_field(c: models.FieldCondition, path: Path, raw: Any) -> None:
 
 
 def _check_id(pid: Any, path: Path) -> None:
-    if isinstance(pid, int) and 0 <= pid <= _U64_MAX:
+    if isinstance(pid, int) and 0 <= pid <= UINT64_MAX:
         return
     try:
         uuid.UUID(str(pid))

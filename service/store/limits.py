@@ -13,9 +13,8 @@ from typing import Any
 
 import orjson
 
+from service.store.filters import INT64_MAX, INT64_MIN
 from service.store.types import StoreError
-
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from qdrant_client import models
 
-from service.store.filters import Filter
+from service.store.filters import UINT64_MAX, Filter
 
 SYSTEM = "_clipserve"  # system collection: one point per user collection / label set
 LABELS_PREFIX = "_labels_"
 _SYSTEM_NS = uuid.UUID("6c1f3a52-4d38-4f0e-9d43-0d8f7e3b9a10")
-MAX_POINT_ID = 2**64 - 1  # Qdrant's integer ids are unsigned 64-bit
+MAX_POINT_ID = UINT64_MAX  # Qdrant's integer ids are unsigned 64-bit
 
 PointId = int | str
 Distance = Literal["cosine", "dot", "euclid"]
