@@ -38,13 +38,17 @@ def ranking(queries: np.ndarray, images: np.ndarray) -> np.ndarray:
 
 
 def text_to_image(
-    queries: np.ndarray, query_class: np.ndarray, images: np.ndarray, image_class: np.ndarray
+    queries: np.ndarray,
+    query_class: np.ndarray,
+    images: np.ndarray,
+    image_class: np.ndarray,
+    order: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """precision@k (share of the top k images that are of the query's class), recall@10 (any
     image of the query's class in the top 10: the figure where a class has one image; with many
     images per class it is nearly always 1) and mean average precision over the whole ranking,
-    averaged over queries; vectors are unit norm."""
-    order = ranking(queries, images)
+    averaged over queries; vectors are unit norm. `order`: their `ranking`, when already made."""
+    order = ranking(queries, images) if order is None else order
     hits = image_class[order] == query_class[:, None]
     ranks = np.arange(1, hits.shape[1] + 1)
     ap = (np.cumsum(hits, axis=1) / ranks * hits).sum(axis=1) / np.maximum(hits.sum(axis=1), 1)
@@ -162,6 +166,7 @@ def evaluate_folder(
     queries = np.asarray(found)
     images = np.asarray(vectors, dtype=np.float32)
     n = len(files)
+    order = ranking(queries, images)
     details = EvalDetails(
         classes,
         files,
@@ -169,13 +174,13 @@ def evaluate_folder(
         np.asarray(predicted),
         texts,
         query_class,
-        ranking(queries, images)[:, :RETRIEVED],
+        order[:, :RETRIEVED],
     )
     return EvalReport(
         n,
         len(classes),
         top1 / n,
         top5 / n,
-        text_to_image(queries, query_class, images, truth),
+        text_to_image(queries, query_class, images, truth, order),
         details,
     )

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from service.export.onnx_towers import TowerGraph, export_tower
+from service.export.parity import THRESHOLDS, cosines
 from service.export.source import SourceModel
 from service.manifest import Manifest
 
@@ -341,8 +342,6 @@ class TowerFusion:
         return checks, mask.sum(axis=1)
 
     def __call__(self, graph: TowerGraph) -> None:
-        from service.export.parity import THRESHOLDS
-
         checks, lengths = self._checks(graph)
         report = fuse_tower(graph, checks, THRESHOLDS["fp32"], self.simplified, lengths)
         self.manifest.towers[graph.name].trim_padding = report.trims_padding
@@ -437,9 +436,3 @@ def _mismatch(
         if low < threshold or not np.allclose(got, want, atol=1e-3, rtol=1e-3):
             return f"fused graph differs from torch at rows {start}-{end}: min cosine {low:.6f}"
     return ""
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return np.sum(a * b, axis=1)

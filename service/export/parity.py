@@ -105,7 +105,7 @@ class ParityReport:
         return asdict(self)
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return np.sum(a * b, axis=1)
@@ -162,10 +162,10 @@ def _image_parity(
         ref = src.reference_image(torch.from_numpy(ref_pixels)).numpy()
     spec = manifest.towers["image"]
     runner = OrtTowerRunner(spec.onnx_file(model_dir), spec, opts)
-    cos = {"image": _cosines(runner.run({spec.inputs[0].name: our_pixels}), ref)}
+    cos = {"image": cosines(runner.run({spec.inputs[0].name: our_pixels}), ref)}
     if (variant := spec.uint8_variant) is not None:
         runner = OrtTowerRunner(variant.onnx_file(model_dir), variant, opts)
-        cos["image_uint8"] = _cosines(runner.run({variant.inputs[0].name: raw}), ref)
+        cos["image_uint8"] = cosines(runner.run({variant.inputs[0].name: raw}), ref)
     return cos, np.abs(our_pixels - ref_pixels)
 
 
@@ -184,7 +184,7 @@ def _text_parity(
     ours = runner.run({"input_ids": ours_ids, "attention_mask": ours_mask})
     ref_ids = ref_feeds["input_ids"]
     differ = [i for i in range(len(texts)) if not np.array_equal(ours_ids[i], ref_ids[i])]
-    return _cosines(ours, ref), differ, tokenizer, ours_ids, ref_ids
+    return cosines(ours, ref), differ, tokenizer, ours_ids, ref_ids
 
 
 def measure(
