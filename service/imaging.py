@@ -207,8 +207,8 @@ def prepare(img: Image.Image, spec: ImagePreprocess, exif_transpose: bool = True
             img.seek(0)  # first frame of animations
             _draft(img, spec)
             img.load()
-            if exif_transpose:
-                img = ImageOps.exif_transpose(img) or img
+            if exif_transpose:  # in place: without an orientation it would copy the image
+                ImageOps.exif_transpose(img, in_place=True)
             if spec.to_rgb == "last":
                 out = to_rgb(_resize_crop(img, spec), spec)
             else:

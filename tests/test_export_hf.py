@@ -129,7 +129,9 @@ def test_exported_towers_run_fused_attention(exported: Path) -> None:
         assert fused["attention_modules"] == fused["attention_fused"] == 2
         ops = fused["ops"]
         assert ops["Attention"] == 2 and ops["QuickGelu"] == 2  # CLIP's GELU
-        assert ops["SkipLayerNormalization"] >= 3  # residual + layer norm
+        # layer norms fused; residual + layer norm left as Add + LayerNormalization (onnxruntime's
+        # CPU SkipLayerNormalization kernel is the slower of the two)
+        assert ops["LayerNormalization"] >= 3 and "SkipLayerNormalization" not in ops
 
 
 def test_text_tower_runs_without_the_padding(exported: Path) -> None:

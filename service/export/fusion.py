@@ -7,8 +7,8 @@ emits the fused operator itself: while the tower is traced, each self-attention 
 (`torch.nn.MultiheadAttention` as in OpenCLIP, and Hugging Face's CLIP / SigLIP attention with
 q/k/v/out projections) is traced as one `com.microsoft.Attention` node (packed QKV weights, one
 GEMM, causal or not), followed by its output projection. onnxruntime's transformer optimizer then
-fuses residual + layer norm (`SkipLayerNormalization`), GELU / QuickGELU and their biases, at its
-portable level (no hardware-specific nodes).
+fuses layer norms, GELU / QuickGELU and their biases, at its portable level (no hardware-specific
+nodes); residual + layer norm are left unfused (see `optimize_transformer`).
 
 A module is fused only when the fused computation reproduces it on the traced input (with or
 without a causal mask, whichever matches); anything else is traced as it is. The fused graph is
@@ -295,6 +295,11 @@ def optimize_transformer(model: Any) -> Any:
 
     options = FusionOptions("clip")
     options.enable_attention = False  # done at export; its CLIP patterns find nothing anyway
+    # residual + layer norm stay an Add and a LayerNormalization: onnxruntime's CPU kernel for
+    # the fused SkipLayerNormalization ran 13x slower than the two nodes (towers 12-35% less CPU
+    # without it, benchmarks/README.md). GPUs lose that fusion (not measured: docs/architecture.md)
+    options.enable_skip_layer_norm = False
+    options.enable_bias_skip_layer_norm = False
     optimized = optimize_model(model, model_type="clip", opt_level=0, optimization_options=options)
     optimized.topological_sort()
     fused = optimized.model
