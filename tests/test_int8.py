@@ -49,6 +49,11 @@ def test_int8_towers_are_written_beside_the_float_ones_and_pass_the_gate(int8_mo
     assert image.precision == text.precision == "fp32"  # the float towers are untouched
     report = manifest.parity["int8"]
     assert report["passed"] is True and report["forced"] is False
+    # the ViT's patch embedding went in as a matrix product (patchify.py) and is quantized too
+    assert report["patch_embeddings_as_matmul"] == 1
+    for spec in (image.int8_variant, image.int8_variant.uint8_variant):
+        ops = {n.op_type for n in onnx.load(str(spec.onnx_file(int8_model))).graph.node}
+        assert "Conv" not in ops, ops
     assert report["eval_images"] == 1000 and report["classes"] == 10
     for key in ("image", "text", "image_uint8"):
         assert report[key]["median"] >= 0.99 and report[key]["items"] >= 26

@@ -6,9 +6,10 @@ server will see, and the activation outliers of CLIP's transformer blocks (which
 activation scales lose accuracy) are measured on every batch. The quantized operators are the
 matrix products (MatMul, and the fused Attention node's QKV product) and the token embedding
 table (Gather: int8 rows, dequantized after the lookup; it is most of a small text tower's
-bytes, 12.6 of mini-clip's 13.4 MB); the patch embedding's convolution, layer norms and softmax
-stay float. Integer GEMMs are what CPUs with VNNI / AMX
-run fastest; GPUs have no use for these graphs (serve the float towers there).
+bytes, 12.6 of mini-clip's 13.4 MB). A ViT's patch embedding, a convolution whose kernel is its
+stride, is rewritten as the matrix product it is first (`patchify.py`), so it is quantized too;
+other convolutions, layer norms and softmax stay float. Integer GEMMs are what CPUs with VNNI /
+AMX run fastest; GPUs have no use for these graphs (serve the float towers there).
 
 The report compares the int8 towers against the float towers of the same export (which the
 export's parity report has checked against the source model) on the parity photos and
@@ -28,6 +29,7 @@ import numpy as np
 
 from service.evaluate import PRECISION_AT, class_queries, text_to_image
 from service.export.errors import ExportError
+from service.export.patchify import patch_convs_as_matmul
 from service.export.pixel_input import write_uint8_variant
 from service.export.triton_config import TritonOptions, write_config
 from service.imaging import ImageLimits, ImagePreprocessor
@@ -39,20 +41,28 @@ from service.texts import TextTokenizer
 GATE_MEDIAN_COSINE = 0.99
 GATE_TOP1_CHANGE = 0.01  # one point of zero-shot top-1
 QUANTIZED_OPS = ["MatMul", "Attention", "Gather"]
+_IN_MEMORY_BYTES = 1 << 30
 DEFAULT_TEMPLATES = ["a photo of a {}."]
 
 
-def quantize_graph(src: Path, dst: Path) -> None:
+def quantize_graph(src: Path, dst: Path, patch: bool = True) -> int:
+    """Returns how many patch-embedding convolutions went in as matrix products (none without
+    `patch`, nor in a graph too large to rewrite in memory: protobuf's 2 GB)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dst.parent.mkdir(parents=True, exist_ok=True)
+    graph_bytes = sum(f.stat().st_size for f in src.parent.iterdir() if f.is_file())
+    model = onnx.load(str(src)) if patch and graph_bytes < _IN_MEMORY_BYTES else None
+    patched = patch_convs_as_matmul(model) if model is not None else 0
     quantize_dynamic(
-        src,
+        model if patched else src,
         dst,
         per_channel=True,
         weight_type=QuantType.QInt8,
         op_types_to_quantize=QUANTIZED_OPS,
     )
+    return patched
 
 
 def int8_spec(tower: TowerSpec) -> TowerSpec:
@@ -66,18 +76,23 @@ def int8_spec(tower: TowerSpec) -> TowerSpec:
     )
 
 
-def write_int8_towers(model_dir: Path, manifest: Manifest, triton: TritonOptions) -> None:
+def write_int8_towers(
+    model_dir: Path, manifest: Manifest, triton: TritonOptions, patch: bool = True
+) -> int:
     """`<tower>_int8/` beside each float tower (and the image tower's uint8-input variant of
-    it), with Triton configs for CPU instances; recorded as `int8_variant` in the manifest."""
+    it), with Triton configs for CPU instances; recorded as `int8_variant` in the manifest.
+    Returns how many patch embeddings were quantized as matrix products."""
     cpu = dataclasses.replace(triton, instance_kind="KIND_CPU", tensorrt=False)
+    patched = 0
     for name, tower in manifest.towers.items():
         spec = int8_spec(tower)
-        quantize_graph(tower.onnx_file(model_dir), spec.onnx_file(model_dir))
+        patched += quantize_graph(tower.onnx_file(model_dir), spec.onnx_file(model_dir), patch)
         if name == "image" and tower.uint8_variant is not None and manifest.image is not None:
             spec.uint8_variant = write_uint8_variant(model_dir, spec, manifest.image)
         for graph in spec.graphs():
             write_config(graph.config_file(model_dir), graph.path, graph.inputs, graph.output, cpu)
         tower.int8_variant = spec
+    return patched
 
 
 @dataclass
@@ -116,6 +131,7 @@ class Int8Report:
     zero_shot_top1: Change
     text_to_image: dict[str, Change] = field(default_factory=dict)
     image_uint8: Cosines | None = None
+    patch_embeddings_as_matmul: int = 0
     passed: bool = False
     forced: bool = False
 
@@ -127,6 +143,11 @@ class Int8Report:
             f"  text:  {self.text.items} items, median cosine {self.text.median:.6f}, "
             f"min {self.text.min:.6f}",
         ]
+        if self.patch_embeddings_as_matmul:
+            out.append(
+                "  patch embeddings quantized as matrix products: "
+                f"{self.patch_embeddings_as_matmul}"
+            )
         if self.image_uint8 is not None:
             out.append(
                 f"  image (uint8 input variant): median cosine {self.image_uint8.median:.6f}, "
@@ -287,8 +308,11 @@ def quantize_model(
     `parity["int8"]`; a refused gate removes the int8 files again and raises."""
     if any(t.precision != "fp32" for t in manifest.towers.values()):
         raise ExportError("int8 towers are quantized from fp32 towers (export without --fp16)")
-    write_int8_towers(model_dir, manifest, triton or TritonOptions())
-    report = measure_int8(model_dir, manifest, eval_folder)
+    triton = triton or TritonOptions()
+    report = _write_and_measure(model_dir, manifest, eval_folder, triton, patch=True)
+    if report.patch_embeddings_as_matmul and not report.passed:
+        print("\n".join(report.lines()))  # the patch embedding kept in float may still pass
+        report = _write_and_measure(model_dir, manifest, eval_folder, triton, patch=False)
     report.forced = force and not report.passed
     print("\n".join(report.lines()))
     if not report.passed and not force:
@@ -300,4 +324,13 @@ def quantize_model(
             "int8 towers refused by the gate (--force keeps them):\n" + "\n".join(report.lines())
         )
     manifest.parity["int8"] = report.as_dict()
+    return report
+
+
+def _write_and_measure(
+    model_dir: Path, manifest: Manifest, eval_folder: Path, triton: TritonOptions, patch: bool
+) -> Int8Report:
+    patched = write_int8_towers(model_dir, manifest, triton, patch)
+    report = measure_int8(model_dir, manifest, eval_folder)
+    report.patch_embeddings_as_matmul = patched
     return report
