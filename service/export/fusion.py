@@ -296,7 +296,7 @@ def optimize_transformer(model: Any) -> Any:
     options = FusionOptions("clip")
     options.enable_attention = False  # done at export; its CLIP patterns find nothing anyway
     # residual + layer norm stay an Add and a LayerNormalization: onnxruntime's CPU kernel for
-    # the fused SkipLayerNormalization ran 13x slower than the two nodes (towers 12-35% less CPU
+    # the fused SkipLayerNormalization ran 13x slower than the two nodes (towers 1.1-1.4x less CPU
     # without it, benchmarks/README.md). GPUs lose that fusion (not measured: docs/architecture.md)
     options.enable_skip_layer_norm = False
     options.enable_bias_skip_layer_norm = False
