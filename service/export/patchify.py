@@ -68,6 +68,8 @@ def patch_convs_as_matmul(model: Any) -> int:
     from onnx import helper, numpy_helper
 
     graph = model.graph
+    if not any(node.op_type == "Conv" for node in graph.node):
+        return 0  # a text tower: no shape inference, no copy of the weights
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     shapes = _known_shapes(model)
     nodes: list[Any] = []

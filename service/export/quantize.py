@@ -56,7 +56,7 @@ def quantize_graph(src: Path, dst: Path, patch: bool = True) -> int:
     model = onnx.load(str(src)) if patch and graph_bytes < _IN_MEMORY_BYTES else None
     patched = patch_convs_as_matmul(model) if model is not None else 0
     quantize_dynamic(
-        model if patched else src,
+        model if model is not None else src,  # loaded once, rewritten or not
         dst,
         per_channel=True,
         weight_type=QuantType.QInt8,
